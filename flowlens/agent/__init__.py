@@ -1,0 +1,1 @@
+"""The per-node agent: exact per-flow accounting, node counters, export."""

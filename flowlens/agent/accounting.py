@@ -1,0 +1,241 @@
+"""Exact per-flow accounting from successive observations of one namespace's sockets.
+
+Every socket is counted once over its whole life: while it lives, by difference from the
+previous observation; when it is destroyed, from the final counters in the destroy event.
+Sockets are tracked by their kernel cookie, which is never reused, so a new connection on a
+reused 4-tuple starts from zero. Sockets already open when the agent starts are taken as a
+baseline: only what happens after start is counted.
+
+The kernel's byte counters are in sequence space: ``bytes_acked`` includes the SYN (client
+side) and our FIN, ``bytes_received`` the peer's FIN. Payload is recovered as
+``min(bytes_acked - SYN, bytes_sent - bytes_retrans)`` on the send side (exact: the minimum of
+two monotonic counters) and ``bytes_received - FIN`` on the receive side. A destroy event does
+not say whether the socket processed the peer's FIN; a socket that received data is assumed
+to have (the peer's FIN is what normally ends it), so an orphaned active closer that received
+data is short by one byte. The receive total never goes backwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from flowlens.model.flows import CLIENT, SERVER, FlowCounters, FlowKey
+from flowlens.model.sockets import CLOSE_WAIT, CLOSING, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
+
+_FIN_RECEIVED_STATES = frozenset((CLOSE_WAIT, LAST_ACK, CLOSING))
+# Segment counters are u32 in tcp_info and total_rto u16: deltas are taken modulo their width.
+_U32 = 0xFFFFFFFF
+_U16 = 0xFFFF
+_ZERO = TcpSocket(0, 0, "", 0, "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+# A tracked socket that vanished from dumps for this many cycles without a destroy event
+# has had its event lost.
+MISSING_CYCLES_BEFORE_LOST = 3
+
+
+class _Track:
+    """What the agent remembers about one live socket between observations."""
+
+    __slots__ = ("client", "established", "fin", "key", "last", "missing", "received", "sent")
+
+    def __init__(self, key: FlowKey, client: bool, last: TcpSocket | None, sent: int, received: int,
+                 established: bool) -> None:
+        self.key = key
+        self.client = client
+        self.last = last  # the previous observation; None means "all counters were zero"
+        self.sent = sent
+        self.received = received
+        self.established = established
+        self.fin = False
+        self.missing = 0
+
+
+@dataclass(slots=True)
+class RoleResolver:
+    """Decides whether a socket is the client or the server end of its connection.
+
+    A socket whose local port has a listener in its namespace is a server; otherwise the
+    ephemeral port range decides; failing that, the lower port is the server's.
+    """
+
+    ephemeral: tuple[int, int] = (32768, 60999)
+    listeners: set[int] = field(default_factory=set)
+    # Re-reads the namespace's listening ports; used once per batch when a socket that was
+    # never dumped cannot be told apart by its ports alone.
+    refresh: Callable[[], set[int]] | None = None
+    refreshed: bool = False
+
+    def is_client(self, sock: TcpSocket) -> bool:
+        if sock.state == SYN_SENT:
+            return True
+        if sock.local_port in self.listeners:
+            return False
+        if sock.remote_port in self.listeners and sock.remote_ip == sock.local_ip:
+            return True  # a connection to a listener of this very namespace
+        lo, hi = self.ephemeral
+        local_eph = lo <= sock.local_port <= hi
+        remote_eph = lo <= sock.remote_port <= hi
+        if local_eph != remote_eph:
+            return local_eph
+        if self.refresh is not None and not self.refreshed:
+            self.refreshed = True
+            self.listeners |= self.refresh()
+            if sock.local_port in self.listeners:
+                return False
+            if sock.remote_port in self.listeners and sock.remote_ip == sock.local_ip:
+                return True
+        return sock.local_port > sock.remote_port
+
+
+def _sent_payload(sock: TcpSocket, client: bool) -> int:
+    syn = 1 if client and sock.delivered else 0
+    return max(0, min(sock.bytes_acked - syn, sock.bytes_sent - sock.bytes_retrans))
+
+
+class NamespaceAccountant:
+    """Accumulates one namespace's per-flow deltas for the current interval."""
+
+    def __init__(self, label: str, roles: RoleResolver | None = None) -> None:
+        self.label = label
+        self.roles = roles or RoleResolver()
+        self.tracks: dict[int, _Track] = {}
+        self.interval: dict[FlowKey, FlowCounters] = {}
+        self.rtt_samples: dict[FlowKey, list[int]] = {}
+        self.active: dict[FlowKey, int] = {}
+        self.lost_events = 0
+
+    # -- observations -------------------------------------------------------------------
+    def observe_dump(self, sockets: Iterable[TcpSocket], baseline: bool = False) -> int:
+        """Apply one full dump. With ``baseline`` nothing is counted, only remembered."""
+        tracks, listeners = self.tracks, self.roles.listeners
+        listeners.clear()
+        self.roles.refreshed = False
+        active: dict[FlowKey, int] = {}
+        seen: set[int] = set()
+        count = 0
+        for sock in sockets:
+            if sock.state == LISTEN:
+                listeners.add(sock.local_port)
+                continue
+            count += 1
+            seen.add(sock.cookie)
+            track = tracks.get(sock.cookie)
+            if track is None:
+                track = self._new_track(sock, baseline)
+            elif track.last is not None and _unchanged(track.last, sock):
+                track.missing = 0
+                self._sample_rtt(track.key, sock)
+                active[track.key] = active.get(track.key, 0) + 1
+                continue
+            if sock.state in _FIN_RECEIVED_STATES:
+                track.fin = True
+            self._apply(track, sock, final=False)
+            active[track.key] = active.get(track.key, 0) + 1
+        self._age_missing(seen)
+        self.active = active
+        return count
+
+    def observe_destroyed(self, sockets: Iterable[TcpSocket], baseline: bool = False) -> None:
+        """Apply destroy events: final counters, then forget the socket."""
+        self.roles.refreshed = False
+        for sock in sockets:
+            if sock.state == LISTEN:
+                continue
+            track = self.tracks.pop(sock.cookie, None)
+            if track is None:
+                if baseline:
+                    continue  # destroyed before the first dump: it predates the agent
+                track = self._new_track(sock, False)
+                self.tracks.pop(sock.cookie, None)
+            self._apply(track, sock, final=True)
+
+    # -- internals ----------------------------------------------------------------------
+    def _new_track(self, sock: TcpSocket, baseline: bool) -> _Track:
+        client = self.roles.is_client(sock)
+        if client:
+            key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.remote_port, CLIENT)
+        else:
+            key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.local_port, SERVER)
+        if baseline:
+            track = _Track(key, client, sock, _sent_payload(sock, client),
+                           self._received_payload(sock, False, False), established=sock.delivered > 0)
+        else:
+            track = _Track(key, client, None, 0, 0, established=False)
+            if client:
+                self._counters(key).connections_attempted += 1
+        self.tracks[sock.cookie] = track
+        return track
+
+    def _counters(self, key: FlowKey) -> FlowCounters:
+        counters = self.interval.get(key)
+        if counters is None:
+            counters = self.interval[key] = FlowCounters()
+        return counters
+
+    @staticmethod
+    def _received_payload(sock: TcpSocket, fin: bool, final: bool) -> int:
+        if fin or (final and sock.bytes_received > 0):
+            return max(0, sock.bytes_received - 1)
+        return sock.bytes_received
+
+    def _apply(self, track: _Track, sock: TcpSocket, final: bool) -> None:
+        c = self._counters(track.key)
+        last = track.last
+        sent = _sent_payload(sock, track.client)
+        received = max(track.received, self._received_payload(sock, track.fin, final))
+        c.sent_bytes += max(0, sent - track.sent)
+        c.received_bytes += received - track.received
+        track.sent, track.received = max(sent, track.sent), received
+        if last is None:
+            last = _ZERO
+        c.segs_out += (sock.segs_out - last.segs_out) & _U32
+        c.segs_in += (sock.segs_in - last.segs_in) & _U32
+        c.data_segs_out += (sock.data_segs_out - last.data_segs_out) & _U32
+        c.data_segs_in += (sock.data_segs_in - last.data_segs_in) & _U32
+        c.retransmitted_segments += (sock.total_retrans - last.total_retrans) & _U32
+        c.retransmitted_bytes += max(0, sock.bytes_retrans - last.bytes_retrans)
+        c.rto += ((sock.total_rto or 0) - (last.total_rto or 0)) & _U16
+        if not final or track.last is None:
+            self._sample_rtt(track.key, sock)
+        track.last = sock
+        track.missing = 0
+        if not track.established and sock.delivered > 0:
+            track.established = True
+            c.connections_established += 1
+        elif final and track.client and not track.established:
+            c.connections_failed += 1
+
+    def _sample_rtt(self, key: FlowKey, sock: TcpSocket) -> None:
+        if sock.rtt_us and sock.delivered:
+            c = self._counters(key)
+            c.rtt_sum_us += sock.rtt_us
+            c.rtt_samples += 1
+            samples = self.rtt_samples.get(key)
+            if samples is None:
+                self.rtt_samples[key] = [sock.rtt_us]
+            else:
+                samples.append(sock.rtt_us)
+
+    def _age_missing(self, seen: set[int]) -> None:
+        lost = [cookie for cookie, track in self.tracks.items() if cookie not in seen
+                and _bump_missing(track) >= MISSING_CYCLES_BEFORE_LOST]
+        for cookie in lost:
+            del self.tracks[cookie]
+        self.lost_events += len(lost)
+
+    def take_interval(self) -> tuple[dict[FlowKey, FlowCounters], dict[FlowKey, list[int]]]:
+        """Hand over the interval's counters and RTT samples and start a new interval."""
+        interval, samples = self.interval, self.rtt_samples
+        self.interval, self.rtt_samples = {}, {}
+        return interval, samples
+
+
+def _bump_missing(track: _Track) -> int:
+    track.missing += 1
+    return track.missing
+
+
+def _unchanged(a: TcpSocket, b: TcpSocket) -> bool:
+    return (a.bytes_acked == b.bytes_acked and a.bytes_received == b.bytes_received
+            and a.segs_in == b.segs_in and a.segs_out == b.segs_out and a.state == b.state
+            and a.total_retrans == b.total_retrans and a.delivered == b.delivered)

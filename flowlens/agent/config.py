@@ -1,0 +1,97 @@
+"""Agent settings: defaults, then an optional YAML file, then environment, then flags.
+
+Every setting has one name used everywhere: the YAML key, the flag (``--max-flow-series``)
+and the environment variable (``FLOWLENS_MAX_FLOW_SERIES``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flowlens.model.errors import ConfigError
+
+
+@dataclass(slots=True)
+class AgentConfig:
+    address: str = "0.0.0.0"
+    port: int = 9101
+    interval: float = 5.0
+    max_flow_series: int = 500
+    idle_grace: float = 300.0
+    all_namespaces: bool = True
+    node: str = ""
+    instance_id: str = ""
+    proc: str = "/proc"
+    run_netns: str = "/run/netns"
+
+    def __post_init__(self) -> None:
+        self.node = self.node or socket.gethostname()
+        self.instance_id = self.instance_id or self.node
+
+    def validate(self) -> AgentConfig:
+        if not 0 < self.port < 65536:
+            raise ConfigError(f"port {self.port} is out of range: use 1-65535")
+        if self.interval <= 0:
+            raise ConfigError(f"interval must be a positive number of seconds, not {self.interval}")
+        if self.max_flow_series < 0:
+            raise ConfigError("max-flow-series must be 0 or more")
+        if self.idle_grace < self.interval:
+            raise ConfigError("idle-grace must be at least one interval")
+        return self
+
+
+_FIELDS = {f.name: f for f in fields(AgentConfig)}
+
+
+def env_name(name: str) -> str:
+    return "FLOWLENS_" + name.upper()
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = type(getattr(AgentConfig(node="x"), name))
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("1", "true", "yes")
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {value!r}") from None
+
+
+def load(path: Path | None, overrides: dict[str, Any], environ: dict[str, str] | None = None) -> AgentConfig:
+    """Merge the layers; ``overrides`` are the flags the user actually gave."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values.update(_from_yaml(path))
+    environ = os.environ if environ is None else environ
+    for name in _FIELDS:
+        if env_name(name) in environ:
+            values[name] = _coerce(name, environ[env_name(name)], f"environment {env_name(name)}")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return AgentConfig(**values).validate()
+
+
+def _from_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a mapping of settings")
+    out = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigError(f"config file {path}: unknown setting {key!r} (known: "
+                              + ", ".join(n.replace("_", "-") for n in _FIELDS) + ")")
+        out[name] = _coerce(name, value, f"config file {path}")
+    return out

@@ -1,0 +1,44 @@
+"""Flows as plain rows: one dict per flow of an interval, with the metrics' field names.
+
+Shared by the agent's ``/flows`` endpoint and the ``flowlens flows`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowlens.agent.sampler import CycleResult
+
+
+def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
+    seconds = max(result.end - result.start, 1e-9)
+    rows = []
+    for key, c in result.flows.items():
+        rows.append({
+            "netns": key.netns, "protocol": key.protocol, "local_ip": key.local_ip,
+            "remote_ip": key.remote_ip, "server_port": key.server_port, "role": key.role,
+            "start": result.start, "end": result.end,
+            "sent_bytes": c.sent_bytes, "received_bytes": c.received_bytes,
+            "sent_segments": c.segs_out, "received_segments": c.segs_in,
+            "retransmitted_segments": c.retransmitted_segments, "retransmitted_bytes": c.retransmitted_bytes,
+            "rto": c.rto, "connection_attempts": c.connections_attempted,
+            "connections_established": c.connections_established, "connections_failed": c.connections_failed,
+            "active_sockets": result.active_sockets.get(key, 0),
+            "rtt_seconds": (c.rtt_sum_us / c.rtt_samples / 1e6) if c.rtt_samples else None,
+            "sent_bits_per_second": c.sent_bytes * 8 / seconds,
+            "received_bits_per_second": c.received_bytes * 8 / seconds,
+        })
+    for key, count in result.active_sockets.items():
+        if key not in result.flows:  # idle but open connections are flows too
+            rows.append({**{f: 0 for f in _COUNTER_FIELDS}, "netns": key.netns, "protocol": key.protocol,
+                         "local_ip": key.local_ip, "remote_ip": key.remote_ip, "server_port": key.server_port,
+                         "role": key.role, "start": result.start, "end": result.end,
+                         "active_sockets": count, "rtt_seconds": None})
+    rows.sort(key=lambda r: (-(r["retransmitted_segments"] + 2 * r["rto"] + 4 * r["connections_failed"]),
+                             -(r["sent_bytes"] + r["received_bytes"])))
+    return rows
+
+
+_COUNTER_FIELDS = ("sent_bytes", "received_bytes", "sent_segments", "received_segments", "retransmitted_segments",
+                   "retransmitted_bytes", "rto", "connection_attempts", "connections_established",
+                   "connections_failed", "sent_bits_per_second", "received_bits_per_second")

@@ -1,0 +1,1 @@
+"""Typed records shared by every layer, and the one error hierarchy."""

@@ -1,0 +1,195 @@
+"""The ``flowlens`` command line.
+
+Each command prints one clear line and exits non-zero when it cannot do its job; a traceback
+only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from flowlens.agent.config import AgentConfig, load
+from flowlens.agent.flowview import interval_rows
+from flowlens.agent.runtime import Agent, serve
+from flowlens.agent.sampler import Sampler
+from flowlens.model.errors import FlowlensError
+from flowlens.surfaces.flows_table import flows_table
+
+app = typer.Typer(
+    name="flowlens",
+    help="Kubernetes-aware network flow observability for ML inference.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+ENV = "FLOWLENS_"
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
+    _state["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of agent settings "
+                                                "(keys as the long flags: port, interval, max-flow-series, ...).",
+                                                envvar=ENV + "CONFIG")]
+PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="Port of the /metrics endpoint [default: 9101; "
+                                             "env FLOWLENS_PORT].", show_default=False)]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Address to listen on [default: 0.0.0.0; "
+                                                "env FLOWLENS_ADDRESS].", show_default=False)]
+IntervalOpt = Annotated[float | None, typer.Option("--interval", "-i", help="Seconds between collection cycles "
+                                                   "[default: 5; env FLOWLENS_INTERVAL].", show_default=False)]
+MaxSeriesOpt = Annotated[int | None, typer.Option("--max-flow-series", help="Flows with series of their own; the "
+                                                  "rest of each namespace is folded into remote_ip=\"other\" "
+                                                  "[default: 500; env FLOWLENS_MAX_FLOW_SERIES].",
+                                                  show_default=False)]
+GraceOpt = Annotated[float | None, typer.Option("--idle-grace", help="Seconds a flow may stay idle before its "
+                                                "series is removed [default: 300; env FLOWLENS_IDLE_GRACE].",
+                                                show_default=False)]
+AllNsOpt = Annotated[bool | None, typer.Option("--all-namespaces/--host-only", help="Watch every network "
+                                               "namespace, or only the agent's own [default: all; env "
+                                               "FLOWLENS_ALL_NAMESPACES].", show_default=False)]
+NodeOpt = Annotated[str | None, typer.Option("--node", help="Node name for the reference-compatible metrics "
+                                             "[default: hostname; env FLOWLENS_NODE].", show_default=False)]
+InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance_id label [default: node name; "
+                                                 "env FLOWLENS_INSTANCE_ID].", show_default=False)]
+
+
+def _config(config: Path | None, **flags: Any) -> AgentConfig:
+    return load(config, flags)
+
+
+@app.command()
+def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
+          max_flow_series: MaxSeriesOpt = None, idle_grace: GraceOpt = None, all_namespaces: AllNsOpt = None,
+          node: NodeOpt = None, instance_id: InstanceOpt = None) -> None:
+    """Run the per-node agent: account every TCP flow and serve /metrics.
+
+    Counting starts at start-up: connections already open are counted only for what they
+    transfer afterwards.
+    """
+    cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
+                  idle_grace=idle_grace, all_namespaces=all_namespaces, node=node, instance_id=instance_id)
+    runner = Agent(cfg)
+    runner.start()
+    server = serve(runner)
+    logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
+                                       cfg.interval)
+    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+    try:
+        runner.loop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        runner.sampler.close()
+
+
+@app.command()
+def flows(
+    agent_url: Annotated[str, typer.Option("--agent", help="URL of a running agent.", envvar=ENV + "AGENT_URL")]
+    = "http://127.0.0.1:9101",
+    local: Annotated[bool, typer.Option("--local", help="Sample this host directly instead of asking an agent "
+                                        "(needs root).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", "-w", help="Refresh every interval until interrupted.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per flow, one per line.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows in the table.")] = 20,
+    interval: Annotated[float, typer.Option("--interval", "-i", help="Seconds per interval when sampling "
+                                            "locally.")] = 5.0,
+    duration: Annotated[float, typer.Option("--duration", help="With --watch, stop after this many seconds "
+                                            "(0: never).")] = 0.0,
+) -> None:
+    """Show the top flows of the last interval, from a running agent or sampled here.
+
+    Without --local, asks the agent at --agent; if none answers, samples this host itself.
+    """
+    source = _flow_source(agent_url, local, interval)
+    deadline = time.monotonic() + duration if duration else None
+    if not watch:
+        _print_rows(source(), as_json, limit)
+        return
+    if as_json:
+        while deadline is None or time.monotonic() < deadline:
+            _print_rows(source(), True, limit)
+        return
+    with Live(console=Console(), auto_refresh=False) as live:
+        while deadline is None or time.monotonic() < deadline:
+            rows = source()
+            live.update(flows_table(rows, limit, f"flowlens · top flows · {time.strftime('%H:%M:%S')}"),
+                        refresh=True)
+
+
+def _print_rows(rows: list[dict[str, Any]], as_json: bool, limit: int) -> None:
+    if as_json:
+        for row in rows:
+            sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+    else:
+        Console().print(flows_table(rows, limit, "flowlens · top flows of the last interval"))
+
+
+def _flow_source(agent_url: str, local: bool, interval: float) -> Any:
+    if not local:
+        try:
+            httpx.get(f"{agent_url}/healthz", timeout=1.0).raise_for_status()
+        except httpx.HTTPError:
+            err_console.print(f"[yellow]no agent answers at {agent_url}; sampling this host directly[/]")
+        else:
+            return _AgentSource(agent_url)
+    sampler = Sampler()
+    sampler.start()
+
+    def sample() -> list[dict[str, Any]]:
+        time.sleep(interval)
+        return interval_rows(sampler.cycle())
+
+    return sample
+
+
+class _AgentSource:
+    """Reads /flows from an agent, waiting for each new interval."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.last_end: float | None = None
+
+    def __call__(self) -> list[dict[str, Any]]:
+        while True:
+            body = httpx.get(f"{self.url}/flows", params={"wait": 30}, timeout=35).json()
+            rows = body["flows"]
+            end = rows[0]["end"] if rows else None
+            if self.last_end is None or end != self.last_end or not rows:
+                self.last_end = end
+                return rows
+            time.sleep(min(1.0, body.get("interval", 5) / 5))
+
+
+def main() -> None:
+    try:
+        app()
+    except FlowlensError as err:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/] {err}")
+        sys.exit(err.exit_code)
+    except httpx.HTTPError as err:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[red]error:[/] cannot reach the agent: {err}")
+        sys.exit(1)
