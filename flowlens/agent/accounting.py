@@ -7,12 +7,20 @@ reused 4-tuple starts from zero. Sockets already open when the agent starts are 
 baseline: only what happens after start is counted.
 
 The kernel's byte counters are in sequence space: ``bytes_acked`` includes the SYN (client
-side) and our FIN, ``bytes_received`` the peer's FIN. Payload is recovered as
-``min(bytes_acked - SYN, bytes_sent - bytes_retrans)`` on the send side (exact: the minimum of
-two monotonic counters) and ``bytes_received - FIN`` on the receive side. A destroy event does
-not say whether the socket processed the peer's FIN; a socket that received data is assumed
-to have (the peer's FIN is what normally ends it), so an orphaned active closer that received
-data is short by one byte. The receive total never goes backwards.
+side) and our FIN once acknowledged, ``bytes_received`` the peer's FIN once processed. They
+are turned back into payload with what each observation tells:
+
+- a dumped socket's state says whether our FIN was acknowledged (FIN_WAIT2) and whether the
+  peer's FIN arrived (CLOSE_WAIT, LAST_ACK, CLOSING);
+- a destroy event has a write queue: when it is empty, our FIN was acknowledged if
+  ``bytes_acked`` exceeds the data the socket ever sent (``bytes_sent - bytes_retrans``,
+  which can only over-count). When local qdisc drops make that bound useless, a graceful
+  close (FIN acknowledged) is assumed.
+- a destroy event does not say whether the peer's FIN arrived; a socket that received data
+  is assumed to have received it (the peer's FIN normally ends a connection). An orphaned
+  active closer that received data after its last dump is then short by one byte.
+
+Payload totals never go backwards, so an assumption can only ever cost that one byte.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from flowlens.model.flows import CLIENT, SERVER, FlowCounters, FlowKey
-from flowlens.model.sockets import CLOSE_WAIT, CLOSING, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
+from flowlens.model.sockets import CLOSE_WAIT, CLOSING, FIN_WAIT2, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
 
 _FIN_RECEIVED_STATES = frozenset((CLOSE_WAIT, LAST_ACK, CLOSING))
 # Segment counters are u32 in tcp_info and total_rto u16: deltas are taken modulo their width.
@@ -87,9 +95,15 @@ class RoleResolver:
         return sock.local_port > sock.remote_port
 
 
-def _sent_payload(sock: TcpSocket, client: bool) -> int:
-    syn = 1 if client and sock.delivered else 0
-    return max(0, min(sock.bytes_acked - syn, sock.bytes_sent - sock.bytes_retrans))
+def _sent_payload(sock: TcpSocket, client: bool, final: bool) -> int:
+    acked = sock.bytes_acked - (1 if client and sock.delivered else 0)
+    if not final:
+        fin_acked = sock.state == FIN_WAIT2
+    elif sock.write_queue or acked <= 0:
+        fin_acked = False
+    else:  # everything written was acknowledged: was a FIN among it?
+        fin_acked = acked != sock.bytes_sent - sock.bytes_retrans
+    return max(0, acked - fin_acked)
 
 
 class NamespaceAccountant:
@@ -157,7 +171,7 @@ class NamespaceAccountant:
         else:
             key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.local_port, SERVER)
         if baseline:
-            track = _Track(key, client, sock, _sent_payload(sock, client),
+            track = _Track(key, client, sock, _sent_payload(sock, client, False),
                            self._received_payload(sock, False, False), established=sock.delivered > 0)
         else:
             track = _Track(key, client, None, 0, 0, established=False)
@@ -181,7 +195,7 @@ class NamespaceAccountant:
     def _apply(self, track: _Track, sock: TcpSocket, final: bool) -> None:
         c = self._counters(track.key)
         last = track.last
-        sent = _sent_payload(sock, track.client)
+        sent = _sent_payload(sock, track.client, final)
         received = max(track.received, self._received_payload(sock, track.fin, final))
         c.sent_bytes += max(0, sent - track.sent)
         c.received_bytes += received - track.received

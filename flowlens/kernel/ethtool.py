@@ -102,7 +102,10 @@ def allowance_exceeded(stats: dict[str, int]) -> dict[str, int]:
 
 
 class EthtoolStats:
-    """ethtool queries against the interfaces of the namespace this object was created in."""
+    """ethtool queries against the interfaces of the namespace this object was created in.
+
+    Like any socket, it keeps that namespace alive until closed.
+    """
 
     def __init__(self) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)

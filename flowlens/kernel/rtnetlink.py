@@ -209,7 +209,11 @@ def _cstring(data: bytes, start: int, end: int) -> str:
 
 
 class RouteNetlink:
-    """Link and qdisc dumps of the namespace this object was created in."""
+    """Link and qdisc dumps of the namespace this object was created in.
+
+    The socket holds a reference on that namespace: after ``ip netns del`` it goes on answering
+    for a namespace nobody can enter any more, so close readers of namespaces that vanished.
+    """
 
     def __init__(self) -> None:
         self._nl = NetlinkSocket(NETLINK_ROUTE)

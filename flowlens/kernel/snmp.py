@@ -64,7 +64,11 @@ def parse_tcp_mib(text: str) -> TcpMib:
 
 
 class TcpMibReader:
-    """Reads the TCP MIB of the namespace the calling thread was in when this was created."""
+    """Reads the TCP MIB of the namespace the calling thread was in when this was created.
+
+    The open file holds a reference on that namespace, keeping it alive (and readable) after
+    ``ip netns del`` until :meth:`close`.
+    """
 
     def __init__(self, path: str = SNMP_PATH) -> None:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -88,7 +88,7 @@ def _format_address(family: int, raw: bytes) -> str:
 def parse_socket(data: bytes, start: int, end: int, addresses: AddressCache) -> TcpSocket | None:
     """Decode one SOCK_DIAG_BY_FAMILY message; ``None`` when it carries no ``tcp_info``."""
     (family, state, _timer, _retrans, sport, dport, src, dst, _ifindex, cookie,
-     _expires, _rq, _wq, _uid, _inode) = DIAG_MSG.unpack_from(data, start)
+     _expires, _rq, wqueue, _uid, _inode) = DIAG_MSG.unpack_from(data, start)
     offset = start + DIAG_MSG_SIZE
     while offset + 4 <= end:
         length = data[offset] | data[offset + 1] << 8
@@ -96,13 +96,13 @@ def parse_socket(data: bytes, start: int, end: int, addresses: AddressCache) -> 
             return None
         if (data[offset + 2] | (data[offset + 3] & 0x3F) << 8) == INET_DIAG_INFO:
             return _with_info(data, offset + 4, length - 4, family, state, sport, dport, src, dst,
-                              cookie, addresses)
+                              cookie, wqueue, addresses)
         offset += (length + 3) & ~3
     return None
 
 
 def _with_info(data: bytes, at: int, size: int, family: int, state: int, sport: int, dport: int,
-               src: bytes, dst: bytes, cookie: int, addresses: AddressCache) -> TcpSocket | None:
+               src: bytes, dst: bytes, cookie: int, wqueue: int, addresses: AddressCache) -> TcpSocket | None:
     if size < TCPI_CORE_SIZE:
         return None
     (rtt, total_retrans, bytes_acked, bytes_received, segs_out, segs_in, min_rtt,
@@ -111,7 +111,7 @@ def _with_info(data: bytes, at: int, size: int, family: int, state: int, sport: 
     return TcpSocket(
         cookie, state, addresses.text(family, src), socket.ntohs(sport), addresses.text(family, dst),
         socket.ntohs(dport), bytes_acked, bytes_received, bytes_sent, bytes_retrans, segs_out,
-        segs_in, data_segs_out, data_segs_in, total_retrans, total_rto, rtt, min_rtt, delivered,
+        segs_in, data_segs_out, data_segs_in, total_retrans, total_rto, rtt, min_rtt, delivered, wqueue,
     )
 
 

@@ -23,6 +23,7 @@ class TcpSocket(NamedTuple):
     reports as bytes sent. ``delivered`` is the count of segments the peer acknowledged,
     SYN included, so it is zero exactly when a connection never completed its handshake.
     ``total_rto`` is ``None`` on kernels older than 6.7, which do not report it.
+    ``write_queue`` is written but unacknowledged sequence space (data, and our FIN once queued).
     """
 
     cookie: int
@@ -44,3 +45,4 @@ class TcpSocket(NamedTuple):
     rtt_us: int
     min_rtt_us: int
     delivered: int
+    write_queue: int = 0
