@@ -64,8 +64,15 @@ class Server:
         self.received.append(total)
 
     def stop(self) -> None:
+        """Close the listener; waking the blocked accept() first, as it pins the socket."""
         if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._sock.close()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
 
 
 def request(ns: str, address: str, port: int, payload: int, family: int = socket.AF_INET,

@@ -27,6 +27,7 @@ class AgentConfig:
     all_namespaces: bool = True
     node: str = ""
     instance_id: str = ""
+    allowance_qdiscs: str = ""
     proc: str = "/proc"
     run_netns: str = "/run/netns"
 

@@ -23,6 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.exporter import SnapshotCollector, family, flow_families
 from flowlens.agent.flowview import interval_rows
+from flowlens.agent.node import node_families, parse_allowance_qdiscs
 from flowlens.agent.sampler import CycleResult, Sampler
 from flowlens.agent.series import FlowSeries
 from flowlens.model.errors import FlowlensError
@@ -82,6 +83,7 @@ class Agent:
         self.sampler = sampler or Sampler(config.proc, config.run_netns, namespaces=config.all_namespaces)
         self.series = FlowSeries(config.max_flow_series, config.idle_grace)
         self.stats = SelfStats()
+        self.allowance_qdiscs = parse_allowance_qdiscs(config.allowance_qdiscs)
         self.collector = SnapshotCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -98,6 +100,7 @@ class Agent:
         self.series.update(result.end, result.flows, result.rtt_samples, result.active_sockets)
         self.stats.observe(result)
         families = flow_families(self.series)
+        families += node_families(result.node, self.config.node, self.config.instance_id, self.allowance_qdiscs)
         families += self.stats.families(self.sampler, result, self.series)
         self.collector.publish(families)
         self.last_flows = interval_rows(result)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flowlens.agent.accounting import NamespaceAccountant, RoleResolver
+from flowlens.agent.node import NamespaceCounters, NodeReaders, safe_read
 from flowlens.kernel.netns import HOST_LABEL, Netns, discover, entered
 from flowlens.kernel.sock_diag import DestroyEvents, SockDiag
 from flowlens.model.errors import FlowlensError, PrivilegeError
@@ -39,6 +40,7 @@ class NamespaceWatch:
 
     def __init__(self, ns: Netns, is_host: bool) -> None:
         self.ns = ns
+        self.is_host = is_host
         self.accountant = NamespaceAccountant(ns.label, RoleResolver(read_ephemeral_range()))
         self.sockets = 0
         if is_host:
@@ -52,8 +54,11 @@ class NamespaceWatch:
         self.events = DestroyEvents()
         try:
             self.diag = SockDiag()
+            self.node = NodeReaders(self.is_host)
         except BaseException:
             self.events.close()
+            if hasattr(self, "diag"):
+                self.diag.close()
             raise
         self.accountant.roles.refresh = self.diag.listening_ports
 
@@ -76,8 +81,15 @@ class NamespaceWatch:
         try:
             self.accountant.observe_destroyed(self.events.drain())
         finally:
-            self.events.close()
-            self.diag.close()
+            self.close()
+
+    def close(self) -> None:
+        self.events.close()
+        self.diag.close()
+        self.node.close()
+
+    def counters(self) -> NamespaceCounters | None:
+        return safe_read(self.node, self.ns.label, self.is_host)
 
     @property
     def overflows(self) -> int:
@@ -93,6 +105,7 @@ class CycleResult:
     flows: dict[FlowKey, FlowCounters]
     rtt_samples: dict[FlowKey, list[int]]
     active_sockets: dict[FlowKey, int]
+    node: list[NamespaceCounters]
     sockets: int
     namespaces: int
     collect_seconds: float
@@ -104,8 +117,10 @@ class Sampler:
     """Discovers namespaces and runs accounting cycles over all of them."""
 
     def __init__(self, proc: str = "/proc", run_netns: str = "/run/netns",
-                 clock: Callable[[], float] = time.time, namespaces: bool = True) -> None:
+                 clock: Callable[[], float] = time.time, namespaces: bool = True,
+                 node_counters: bool = True) -> None:
         self.proc, self.run_netns, self.clock = proc, run_netns, clock
+        self.node_counters = node_counters
         self.all_namespaces = namespaces
         self.watches: dict[int, NamespaceWatch] = {}
         self._released: list[NamespaceWatch] = []
@@ -206,12 +221,15 @@ class Sampler:
             samples.update(rtts)
             self._merge(watch)
         self._released.clear()
+        node = []
         for watch in self.watches.values():
             active.update(watch.accountant.active)
             sockets += watch.sockets
+            if self.node_counters and (reading := watch.counters()) is not None:
+                node.append(reading)
         now = self.clock()
         result = CycleResult(
-            start=self._last_end, end=now, flows=flows, rtt_samples=samples, active_sockets=active,
+            start=self._last_end, end=now, flows=flows, rtt_samples=samples, active_sockets=active, node=node,
             sockets=sockets, namespaces=len(self.watches), errors=errors,
             collect_seconds=time.perf_counter() - start_wall, cpu_seconds=time.process_time() - start_cpu,
         )
@@ -220,6 +238,5 @@ class Sampler:
 
     def close(self) -> None:
         for watch in self.watches.values():
-            watch.events.close()
-            watch.diag.close()
+            watch.close()
         self.watches.clear()

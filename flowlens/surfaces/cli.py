@@ -49,26 +49,32 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks a
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of agent settings "
                                                 "(keys as the long flags: port, interval, max-flow-series, ...).",
                                                 envvar=ENV + "CONFIG")]
-PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="Port of the /metrics endpoint [default: 9101; "
-                                             "env FLOWLENS_PORT].", show_default=False)]
-AddressOpt = Annotated[str | None, typer.Option("--address", help="Address to listen on [default: 0.0.0.0; "
-                                                "env FLOWLENS_ADDRESS].", show_default=False)]
+PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="Port of the /metrics endpoint (default 9101; env "
+                                             "FLOWLENS_PORT).", show_default=False)]
+AddressOpt = Annotated[str | None, typer.Option("--address", help="Address to listen on (default 0.0.0.0; env "
+                                                "FLOWLENS_ADDRESS).", show_default=False)]
 IntervalOpt = Annotated[float | None, typer.Option("--interval", "-i", help="Seconds between collection cycles "
-                                                   "[default: 5; env FLOWLENS_INTERVAL].", show_default=False)]
+                                                   "(default 5; env FLOWLENS_INTERVAL).", show_default=False)]
 MaxSeriesOpt = Annotated[int | None, typer.Option("--max-flow-series", help="Flows with series of their own; the "
                                                   "rest of each namespace is folded into remote_ip=\"other\" "
-                                                  "[default: 500; env FLOWLENS_MAX_FLOW_SERIES].",
+                                                  "(default 500; env FLOWLENS_MAX_FLOW_SERIES).",
                                                   show_default=False)]
 GraceOpt = Annotated[float | None, typer.Option("--idle-grace", help="Seconds a flow may stay idle before its "
-                                                "series is removed [default: 300; env FLOWLENS_IDLE_GRACE].",
+                                                "series is removed (default 300; env FLOWLENS_IDLE_GRACE).",
                                                 show_default=False)]
 AllNsOpt = Annotated[bool | None, typer.Option("--all-namespaces/--host-only", help="Watch every network "
-                                               "namespace, or only the agent's own [default: all; env "
-                                               "FLOWLENS_ALL_NAMESPACES].", show_default=False)]
+                                               "namespace, or only the agent's own (default all; env "
+                                               "FLOWLENS_ALL_NAMESPACES).", show_default=False)]
 NodeOpt = Annotated[str | None, typer.Option("--node", help="Node name for the reference-compatible metrics "
-                                             "[default: hostname; env FLOWLENS_NODE].", show_default=False)]
-InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance_id label [default: node name; "
-                                                 "env FLOWLENS_INSTANCE_ID].", show_default=False)]
+                                             "(default hostname; env FLOWLENS_NODE).", show_default=False)]
+InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance_id label (default node name; env "
+                                                 "FLOWLENS_INSTANCE_ID).", show_default=False)]
+
+
+AllowanceOpt = Annotated[str | None, typer.Option("--allowance-qdiscs", help="Report a shaper's drops as ENA "
+                                                  "allowance statistics where the node has no ENA, e.g. "
+                                                  "bw_in_allowance_exceeded=ifb0,bw_out_allowance_exceeded=eth0 "
+                                                  "(env FLOWLENS_ALLOWANCE_QDISCS).", show_default=False)]
 
 
 def _config(config: Path | None, **flags: Any) -> AgentConfig:
@@ -78,14 +84,15 @@ def _config(config: Path | None, **flags: Any) -> AgentConfig:
 @app.command()
 def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
           max_flow_series: MaxSeriesOpt = None, idle_grace: GraceOpt = None, all_namespaces: AllNsOpt = None,
-          node: NodeOpt = None, instance_id: InstanceOpt = None) -> None:
+          node: NodeOpt = None, instance_id: InstanceOpt = None, allowance_qdiscs: AllowanceOpt = None) -> None:
     """Run the per-node agent: account every TCP flow and serve /metrics.
 
     Counting starts at start-up: connections already open are counted only for what they
     transfer afterwards.
     """
     cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
-                  idle_grace=idle_grace, all_namespaces=all_namespaces, node=node, instance_id=instance_id)
+                  idle_grace=idle_grace, all_namespaces=all_namespaces, node=node, instance_id=instance_id,
+                  allowance_qdiscs=allowance_qdiscs)
     runner = Agent(cfg)
     runner.start()
     server = serve(runner)

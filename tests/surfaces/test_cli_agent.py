@@ -1,0 +1,125 @@
+"""The `flowlens agent` and `flowlens flows` commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.agent.test_metrics_endpoint import free_port, samples, value
+from tests.conftest import NsPair, ns_exec
+from tests.traffic import Server, open_socket, request
+
+FLOWLENS = [sys.executable, "-m", "flowlens"]
+
+
+def run(*args: str, env: dict[str, str] | None = None, user: str | None = None) -> subprocess.CompletedProcess[str]:
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if user == "nobody" else []
+    return subprocess.run([*prefix, *FLOWLENS, *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "COLUMNS": "250", **(env or {})})
+
+
+def test_help_documents_every_option():
+    out = run("agent", "--help").stdout
+    for option in ("--port", "--interval", "--config", "--max-flow-series", "--idle-grace", "--address",
+                   "--all-namespaces", "--allowance-qdiscs", "FLOWLENS_PORT", "FLOWLENS_INTERVAL"):
+        assert option in out
+
+
+def test_unknown_flag_is_rejected():
+    result = run("agent", "--no-such-flag")
+    assert result.returncode == 2
+    assert "No such option" in result.stderr
+
+
+def test_not_root_is_one_clear_line():
+    result = run("agent", "--port", str(free_port()), user="nobody")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "root" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_bad_settings_are_named(tmp_path):
+    config = tmp_path / "agent.yaml"
+    config.write_text("port: 9101\nintervall: 5\n")
+    result = run("agent", "--config", str(config))
+    assert result.returncode == 2 and "unknown setting 'intervall'" in result.stderr
+    result = run("agent", env={"FLOWLENS_INTERVAL": "fast"})
+    assert result.returncode == 2 and "FLOWLENS_INTERVAL" in result.stderr
+    result = run("agent", "--interval", "0")
+    assert result.returncode == 2 and "interval must be a positive" in result.stderr
+
+
+def test_port_already_in_use():
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("agent", "--address", "127.0.0.1", "--port", str(port))
+    assert result.returncode != 0
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+@pytest.fixture
+def node_agent(ns_pair: NsPair):
+    """An agent running inside namespace a, as a node's DaemonSet pod would, shaped uplink included."""
+    a = ns_pair.a
+    ns_exec(a, "tc", "qdisc", "add", "dev", "veth0", "root", "tbf", "rate", "10mbit", "burst", "8kb",
+            "limit", "12kb")
+    port = free_port()
+    proc = subprocess.Popen(["ip", "netns", "exec", a, *FLOWLENS, "agent", "--port", str(port), "--interval", "0.5",
+                             "--host-only", "--node", "node-a",
+                             "--allowance-qdiscs", "bw_out_allowance_exceeded=veth0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            if ns_exec(a, "curl", "-sf", f"http://127.0.0.1:{port}/healthz", check=False).returncode == 0:
+                break
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            time.sleep(0.2)
+        yield ns_pair, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_agent_reports_shaper_drops_as_allowance_exceeded_and_flows_as_json(node_agent):
+    pair, port = node_agent
+    server = Server(pair.b, pair.ip_b, 9000).start()
+    try:
+        assert request(pair.a, pair.ip_b, 9000, 2_000_000) == 0
+    finally:
+        server.stop()
+    time.sleep(1.2)  # two agent intervals
+    tc = json.loads(ns_exec(pair.a, "tc", "-s", "-j", "qdisc", "show", "dev", "veth0").stdout)
+    drops = next(q["drops"] for q in tc if q["kind"] == "tbf")
+    assert drops > 0
+    text = ns_exec(pair.a, "curl", "-sf", f"http://127.0.0.1:{port}/metrics").stdout
+    parsed = samples(text)
+    assert value(parsed, "bw_out_allowance_exceeded", eni="veth0", node="node-a") == drops
+    assert value(parsed, "flowlens_qdisc_drops_total", iface="veth0", qdisc="tbf") == drops
+    assert value(parsed, "flowlens_flow_sent_bytes_total", netns="host", server_port="9000", role="client") \
+        == 2_000_000
+
+    server = Server(pair.b, pair.ip_b, 9001).start()
+    idle = open_socket(pair.a)
+    try:
+        idle.connect((pair.ip_b, 9001))  # an open, idle connection is a flow of every interval
+        time.sleep(1.2)
+        out = ns_exec(pair.a, *FLOWLENS, "flows", "--json", "--agent", f"http://127.0.0.1:{port}").stdout
+    finally:
+        idle.close()
+        server.stop()
+    rows = [json.loads(line) for line in out.splitlines()]
+    row = next(r for r in rows if r["server_port"] == 9001)
+    assert (row["role"], row["active_sockets"], row["remote_ip"]) == ("client", 1, pair.ip_b)
+    assert set(row) >= {"netns", "local_ip", "remote_ip", "server_port", "role", "sent_bytes",
+                        "received_bytes", "retransmitted_segments", "rto", "connections_established",
+                        "connections_failed", "active_sockets", "rtt_seconds"}
