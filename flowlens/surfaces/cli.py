@@ -42,7 +42,7 @@ ENV = "FLOWLENS_"
 @app.callback()
 def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False) -> None:
     _state["debug"] = debug
-    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -96,11 +96,44 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
     runner = Agent(cfg)
     runner.start()
     server = serve(runner)
+    logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
                                        cfg.interval)
     signal.signal(signal.SIGTERM, lambda *_: runner.stop())
     try:
         runner.loop()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        runner.sampler.close()
+
+
+@app.command()
+def live(port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
+         limit: Annotated[int, typer.Option("--limit", "-n", help="Rows in the table.")] = 20,
+         duration: Annotated[float, typer.Option("--duration", help="Stop after this many seconds (0: run until "
+                                                 "interrupted).")] = 0.0) -> None:
+    """Run the agent on this host and watch its top flows live (the Quick start's main job).
+
+    /metrics is served as by `flowlens agent` while the table refreshes every interval.
+    """
+    cfg = _config(None, port=port, address=address, interval=interval)
+    runner = Agent(cfg)
+    runner.start()
+    server = serve(runner)
+    err_console.print(f"flowlens agent: metrics at http://{cfg.address}:{cfg.port}/metrics, "
+                      f"refreshing every {cfg.interval:g}s; Ctrl-C to stop")
+    deadline = time.monotonic() + duration if duration else None
+    console = Console()
+    try:
+        with Live(console=console, auto_refresh=False) as view:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(cfg.interval)
+                result = runner.run_cycle()
+                title = (f"flowlens · top flows · {time.strftime('%H:%M:%S')} · {result.sockets} sockets in "
+                         f"{result.namespaces} namespaces · cycle {result.collect_seconds * 1000:.0f} ms")
+                view.update(flows_table(runner.last_flows, limit, title), refresh=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -40,6 +40,8 @@ def flows_table(rows: list[dict[str, Any]], limit: int, title: str) -> Table:
             f"{row['connections_established']}/{row['connections_failed']}", str(row["active_sockets"]),
             f"{rtt * 1000:.2f}" if rtt is not None else "-",
         )
-    if len(rows) > limit:
+    if not rows:
+        table.caption = "no TCP flows in the last interval"
+    elif len(rows) > limit:
         table.caption = f"{len(rows) - limit} more flows not shown (--limit)"
     return table
