@@ -181,3 +181,14 @@ class SnapshotCollector(Collector):
         with self._lock:
             families = self._families
         return iter(families)
+
+
+def metrics_markdown() -> str:
+    """The metrics reference (docs/metrics.md), generated from :data:`METRICS`."""
+    lines = ["# flowlens agent metrics", "",
+             "Generated from `flowlens/agent/exporter.py` (`flowlens metrics-doc`); do not edit by hand.", "",
+             "| metric | type | labels | meaning |", "|---|---|---|---|"]
+    for spec in METRICS:
+        labels = ", ".join(f"`{label}`" for label in spec.labels) or "—"
+        lines.append(f"| `{spec.name}` | {spec.kind} | {labels} | {spec.help} |")
+    return "\n".join(lines) + "\n"

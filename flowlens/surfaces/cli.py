@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.live import Live
 
 from flowlens.agent.config import AgentConfig, load
+from flowlens.agent.exporter import metrics_markdown
 from flowlens.agent.flowview import interval_rows
 from flowlens.agent.runtime import Agent, serve
 from flowlens.agent.sampler import Sampler
@@ -173,6 +174,12 @@ def flows(
             rows = source()
             live.update(flows_table(rows, limit, f"flowlens · top flows · {time.strftime('%H:%M:%S')}"),
                         refresh=True)
+
+
+@app.command("metrics-doc")
+def metrics_doc() -> None:
+    """Print the reference of every exported metric (Markdown), as docs/metrics.md holds it."""
+    sys.stdout.write(metrics_markdown())
 
 
 def _print_rows(rows: list[dict[str, Any]], as_json: bool, limit: int) -> None:
