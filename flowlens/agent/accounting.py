@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from flowlens.kernel.sock_diag import Entry
 from flowlens.model.flows import CLIENT, SERVER, FlowCounters, FlowKey
 from flowlens.model.sockets import CLOSE_WAIT, CLOSING, FIN_WAIT2, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
 
@@ -44,7 +45,8 @@ MISSING_CYCLES_BEFORE_LOST = 3
 class _Track:
     """What the agent remembers about one live socket between observations."""
 
-    __slots__ = ("client", "established", "fin", "key", "last", "missing", "received", "sent")
+    __slots__ = ("client", "established", "fin", "fingerprint", "key", "last", "missing", "received", "rtt",
+                 "rtt_epoch", "seen", "sent")
 
     def __init__(self, key: FlowKey, client: bool, last: TcpSocket | None, sent: int, received: int,
                  established: bool) -> None:
@@ -56,6 +58,10 @@ class _Track:
         self.established = established
         self.fin = False
         self.missing = 0
+        self.seen = 0
+        self.fingerprint: tuple[int, ...] = ()
+        self.rtt: list[int] = []
+        self.rtt_epoch = -1
 
 
 @dataclass(slots=True)
@@ -115,38 +121,53 @@ class NamespaceAccountant:
         self.tracks: dict[int, _Track] = {}
         self.interval: dict[FlowKey, FlowCounters] = {}
         self.rtt_samples: dict[FlowKey, list[int]] = {}
-        self.active: dict[FlowKey, int] = {}
+        self.active: dict[FlowKey, int] = {}  # live tracked sockets per flow
         self.lost_events = 0
+        self.cycle = 0
+        self.epoch = 0  # counts intervals, so tracks can cache their flow's RTT sample list
 
     # -- observations -------------------------------------------------------------------
-    def observe_dump(self, sockets: Iterable[TcpSocket], baseline: bool = False) -> int:
-        """Apply one full dump. With ``baseline`` nothing is counted, only remembered."""
+    def observe_scan(self, entries: Iterable[Entry], parse: Callable[[bytes, int, int], TcpSocket | None],
+                     baseline: bool = False) -> int:
+        """Apply one full dump (see :meth:`SockDiag.scan`). A socket whose fingerprint is
+        unchanged since the last look only gives an RTT sample; the others are decoded and
+        counted. With ``baseline`` nothing is counted, only remembered."""
         tracks, listeners = self.tracks, self.roles.listeners
         listeners.clear()
         self.roles.refreshed = False
-        active: dict[FlowKey, int] = {}
-        seen: set[int] = set()
+        self.cycle += 1
+        cycle, epoch, samples = self.cycle, self.epoch, self.rtt_samples
         count = 0
-        for sock in sockets:
-            if sock.state == LISTEN:
-                listeners.add(sock.local_port)
+        for cookie, state, fingerprint, data, start, end in entries:
+            if state == LISTEN:
+                listener = parse(data, start, end)
+                if listener is not None:
+                    listeners.add(listener.local_port)
                 continue
             count += 1
-            seen.add(sock.cookie)
-            track = tracks.get(sock.cookie)
+            track = tracks.get(cookie)
+            if track is not None and track.fingerprint == fingerprint and track.last is not None \
+                    and track.last.state == state:
+                track.seen = cycle
+                track.missing = 0
+                if fingerprint[0] and track.established:  # an RTT sample per socket per interval
+                    if track.rtt_epoch != epoch:
+                        track.rtt_epoch = epoch
+                        track.rtt = samples.setdefault(track.key, [])
+                    track.rtt.append(fingerprint[0])
+                continue
+            sock = parse(data, start, end)
+            if sock is None:
+                continue
             if track is None:
                 track = self._new_track(sock, baseline)
-            elif track.last is not None and _unchanged(track.last, sock):
-                track.missing = 0
-                self._sample_rtt(track.key, sock)
-                active[track.key] = active.get(track.key, 0) + 1
-                continue
-            if sock.state in _FIN_RECEIVED_STATES:
+            track.seen = cycle
+            track.fingerprint = fingerprint
+            if state in _FIN_RECEIVED_STATES:
                 track.fin = True
             self._apply(track, sock, final=False)
-            active[track.key] = active.get(track.key, 0) + 1
-        self._age_missing(seen)
-        self.active = active
+        if count < len(tracks):
+            self._age_missing()
         return count
 
     def observe_destroyed(self, sockets: Iterable[TcpSocket], baseline: bool = False) -> None:
@@ -155,12 +176,12 @@ class NamespaceAccountant:
         for sock in sockets:
             if sock.state == LISTEN:
                 continue
-            track = self.tracks.pop(sock.cookie, None)
+            track = self.tracks.get(sock.cookie)
             if track is None:
                 if baseline:
                     continue  # destroyed before the first dump: it predates the agent
                 track = self._new_track(sock, False)
-                self.tracks.pop(sock.cookie, None)
+            self._drop(sock.cookie)
             self._apply(track, sock, final=True)
 
     # -- internals ----------------------------------------------------------------------
@@ -178,7 +199,16 @@ class NamespaceAccountant:
             if client:
                 self._counters(key).connections_attempted += 1
         self.tracks[sock.cookie] = track
+        self.active[key] = self.active.get(key, 0) + 1
         return track
+
+    def _drop(self, cookie: int) -> None:
+        track = self.tracks.pop(cookie)
+        left = self.active[track.key] - 1
+        if left:
+            self.active[track.key] = left
+        else:
+            del self.active[track.key]
 
     def _counters(self, key: FlowKey) -> FlowCounters:
         counters = self.interval.get(key)
@@ -221,26 +251,27 @@ class NamespaceAccountant:
 
     def _sample_rtt(self, key: FlowKey, sock: TcpSocket) -> None:
         if sock.rtt_us and sock.delivered:
-            c = self._counters(key)
-            c.rtt_sum_us += sock.rtt_us
-            c.rtt_samples += 1
-            samples = self.rtt_samples.get(key)
-            if samples is None:
-                self.rtt_samples[key] = [sock.rtt_us]
-            else:
-                samples.append(sock.rtt_us)
+            self.rtt_samples.setdefault(key, []).append(sock.rtt_us)
 
-    def _age_missing(self, seen: set[int]) -> None:
-        lost = [cookie for cookie, track in self.tracks.items() if cookie not in seen
+    def _age_missing(self) -> None:
+        cycle = self.cycle
+        lost = [cookie for cookie, track in self.tracks.items() if track.seen != cycle
                 and _bump_missing(track) >= MISSING_CYCLES_BEFORE_LOST]
         for cookie in lost:
-            del self.tracks[cookie]
+            self._drop(cookie)
         self.lost_events += len(lost)
 
     def take_interval(self) -> tuple[dict[FlowKey, FlowCounters], dict[FlowKey, list[int]]]:
         """Hand over the interval's counters and RTT samples and start a new interval."""
         interval, samples = self.interval, self.rtt_samples
         self.interval, self.rtt_samples = {}, {}
+        self.epoch += 1
+        for key, rtts in samples.items():
+            counters = interval.get(key)
+            if counters is None:
+                counters = interval[key] = FlowCounters()
+            counters.rtt_sum_us += sum(rtts)
+            counters.rtt_samples += len(rtts)
         return interval, samples
 
 
@@ -249,7 +280,3 @@ def _bump_missing(track: _Track) -> int:
     return track.missing
 
 
-def _unchanged(a: TcpSocket, b: TcpSocket) -> bool:
-    return (a.bytes_acked == b.bytes_acked and a.bytes_received == b.bytes_received
-            and a.segs_in == b.segs_in and a.segs_out == b.segs_out and a.state == b.state
-            and a.total_retrans == b.total_retrans and a.delivered == b.delivered)

@@ -64,7 +64,7 @@ class NamespaceWatch:
 
     def prime(self, baseline: bool) -> None:
         """First look: with ``baseline`` the namespace's existing sockets are not counted."""
-        self.sockets = self.accountant.observe_dump(self.diag.dump(), baseline=baseline)
+        self.sockets = self.accountant.observe_scan(self.diag.scan(), self.diag.parse, baseline=baseline)
         self.accountant.observe_destroyed(self.events.drain(), baseline=baseline)
 
     def poll(self) -> None:
@@ -72,7 +72,7 @@ class NamespaceWatch:
         # Events read before the dump concern sockets already gone from it, so they may be
         # applied after it, when the listener ports it brings are fresh.
         before = self.events.drain()
-        self.sockets = acc.observe_dump(self.diag.dump())
+        self.sockets = acc.observe_scan(self.diag.scan(), self.diag.parse)
         acc.observe_destroyed(before)
         acc.observe_destroyed(self.events.drain())
 
