@@ -6,6 +6,7 @@ test can use them from anywhere and knows exactly how many bytes went each way.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -66,10 +67,8 @@ class Server:
     def stop(self) -> None:
         """Close the listener; waking the blocked accept() first, as it pins the socket."""
         if self._sock is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             self._sock.close()
         if self._thread is not None:
             self._thread.join(timeout=2)

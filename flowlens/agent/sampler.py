@@ -25,6 +25,9 @@ from flowlens.model.flows import FlowCounters, FlowKey
 
 log = logging.getLogger(__name__)
 
+# Receive buffer for destroy events: room for ~20,000 notifications between two drains.
+EVENT_BUFFER = 8 << 20
+
 
 def read_ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> tuple[int, int]:
     try:
@@ -38,9 +41,10 @@ def read_ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -
 class NamespaceWatch:
     """The agent's open handles on one network namespace."""
 
-    def __init__(self, ns: Netns, is_host: bool) -> None:
+    def __init__(self, ns: Netns, is_host: bool, event_buffer: int = EVENT_BUFFER) -> None:
         self.ns = ns
         self.is_host = is_host
+        self.event_buffer = event_buffer
         self.accountant = NamespaceAccountant(ns.label, RoleResolver(read_ephemeral_range()))
         self.sockets = 0
         if is_host:
@@ -51,7 +55,7 @@ class NamespaceWatch:
 
     def _open(self) -> None:
         # Subscribe before the first dump so no socket can die unseen in between.
-        self.events = DestroyEvents()
+        self.events = DestroyEvents(self.event_buffer)
         try:
             self.diag = SockDiag()
             self.node = NodeReaders(self.is_host)
@@ -118,9 +122,10 @@ class Sampler:
 
     def __init__(self, proc: str = "/proc", run_netns: str = "/run/netns",
                  clock: Callable[[], float] = time.time, namespaces: bool = True,
-                 node_counters: bool = True) -> None:
+                 node_counters: bool = True, event_buffer: int = EVENT_BUFFER) -> None:
         self.proc, self.run_netns, self.clock = proc, run_netns, clock
         self.node_counters = node_counters
+        self.event_buffer = event_buffer
         self.all_namespaces = namespaces
         self.watches: dict[int, NamespaceWatch] = {}
         self._released: list[NamespaceWatch] = []
@@ -163,7 +168,7 @@ class Sampler:
 
     def _attach(self, ns: Netns, is_host: bool, baseline: bool) -> None:
         try:
-            watch = NamespaceWatch(ns, is_host)
+            watch = NamespaceWatch(ns, is_host, self.event_buffer)
             watch.prime(baseline)
         except FlowlensError as err:
             if is_host and isinstance(err, PrivilegeError):
