@@ -38,6 +38,17 @@ def read_ephemeral_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -
         return 32768, 60999
 
 
+def effective_capabilities(proc: str = "/proc") -> int:
+    try:
+        with open(f"{proc}/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 class NamespaceWatch:
     """The agent's open handles on one network namespace."""
 
@@ -136,12 +147,13 @@ class Sampler:
         self._started = False
         self._check_privileges()
 
-    @staticmethod
-    def _check_privileges() -> None:
-        if os.geteuid() != 0:
+    def _check_privileges(self) -> None:
+        missing = [name for bit, name in ((12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN"))
+                   if not effective_capabilities(self.proc) >> bit & 1]
+        if missing:
             raise PrivilegeError(
-                "the agent must run as root (or with CAP_NET_ADMIN and CAP_SYS_ADMIN) to read "
-                "every socket and namespace: try `sudo flowlens agent`"
+                f"the agent lacks {' and '.join(missing)}, needed to follow socket-destroy events and "
+                "enter network namespaces: run it as root (sudo) or grant those capabilities"
             )
 
     def start(self) -> None:
