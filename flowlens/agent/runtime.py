@@ -13,6 +13,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -127,6 +129,22 @@ class Agent:
         with self._cycle_done:
             self._cycle_done.wait(timeout)
             return self.last_result
+
+
+@contextmanager
+def serving(config: AgentConfig) -> Iterator[Agent]:
+    """An agent started (baseline taken) with its endpoint up; Ctrl-C ends the block quietly."""
+    agent = Agent(config)
+    agent.start()
+    server = serve(agent)
+    try:
+        yield agent
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+        agent.sampler.close()
 
 
 def serve(agent: Agent) -> ThreadingHTTPServer:

@@ -22,7 +22,7 @@ from rich.live import Live
 from flowlens.agent.config import AgentConfig, load
 from flowlens.agent.exporter import metrics_markdown
 from flowlens.agent.flowview import interval_rows
-from flowlens.agent.runtime import Agent, serve
+from flowlens.agent.runtime import serving
 from flowlens.agent.sampler import Sampler
 from flowlens.model.errors import FlowlensError
 from flowlens.surfaces.flows_table import flows_table
@@ -94,20 +94,12 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
     cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
                   idle_grace=idle_grace, all_namespaces=all_namespaces, node=node, instance_id=instance_id,
                   allowance_qdiscs=allowance_qdiscs)
-    runner = Agent(cfg)
-    runner.start()
-    server = serve(runner)
     logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
-    logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
-                                       cfg.interval)
-    signal.signal(signal.SIGTERM, lambda *_: runner.stop())
-    try:
+    with serving(cfg) as runner:
+        logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
+                                           cfg.interval)
+        signal.signal(signal.SIGTERM, lambda *_: runner.stop())
         runner.loop()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-        runner.sampler.close()
 
 
 @app.command()
@@ -120,26 +112,16 @@ def live(port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt
     /metrics is served as by `flowlens agent` while the table refreshes every interval.
     """
     cfg = _config(None, port=port, address=address, interval=interval)
-    runner = Agent(cfg)
-    runner.start()
-    server = serve(runner)
-    err_console.print(f"flowlens agent: metrics at http://{cfg.address}:{cfg.port}/metrics, "
-                      f"refreshing every {cfg.interval:g}s; Ctrl-C to stop")
     deadline = time.monotonic() + duration if duration else None
-    console = Console()
-    try:
-        with Live(console=console, auto_refresh=False) as view:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(cfg.interval)
-                result = runner.run_cycle()
-                title = (f"flowlens · top flows · {time.strftime('%H:%M:%S')} · {result.sockets} sockets in "
-                         f"{result.namespaces} namespaces · cycle {result.collect_seconds * 1000:.0f} ms")
-                view.update(flows_table(runner.last_flows, limit, title), refresh=True)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.shutdown()
-        runner.sampler.close()
+    with serving(cfg) as runner, Live(console=Console(), auto_refresh=False) as view:
+        err_console.print(f"flowlens agent: metrics at http://{cfg.address}:{cfg.port}/metrics, "
+                          f"refreshing every {cfg.interval:g}s; Ctrl-C to stop")
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(cfg.interval)
+            result = runner.run_cycle()
+            title = (f"flowlens · top flows · {time.strftime('%H:%M:%S')} · {result.sockets} sockets in "
+                     f"{result.namespaces} namespaces · cycle {result.collect_seconds * 1000:.0f} ms")
+            view.update(flows_table(runner.last_flows, limit, title), refresh=True)
 
 
 @app.command()

@@ -124,3 +124,10 @@ def test_agent_reports_shaper_drops_as_allowance_exceeded_and_flows_as_json(node
     assert set(row) >= {"netns", "local_ip", "remote_ip", "server_port", "role", "sent_bytes",
                         "received_bytes", "retransmitted_segments", "rto", "connections_established",
                         "connections_failed", "active_sockets", "rtt_seconds"}
+
+
+def test_live_view_runs_the_agent_and_shows_the_table():
+    result = run("live", "--interval", "0.5", "--duration", "1.2", "--port", str(free_port()))
+    assert result.returncode == 0, result.stderr
+    assert "flowlens · top flows" in result.stdout
+    assert "metrics at http://0.0.0.0:" in result.stderr
