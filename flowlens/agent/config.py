@@ -25,6 +25,7 @@ class AgentConfig:
     max_flow_series: int = 500
     idle_grace: float = 300.0
     all_namespaces: bool = True
+    namespaces: str = ""
     node: str = ""
     instance_id: str = ""
     allowance_qdiscs: str = ""

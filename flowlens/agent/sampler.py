@@ -10,6 +10,7 @@ namespace that cannot be read is reported once and skipped; the others carry on.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
 import time
@@ -133,10 +134,12 @@ class Sampler:
 
     def __init__(self, proc: str = "/proc", run_netns: str = "/run/netns",
                  clock: Callable[[], float] = time.time, namespaces: bool = True,
-                 node_counters: bool = True, event_buffer: int = EVENT_BUFFER) -> None:
+                 node_counters: bool = True, event_buffer: int = EVENT_BUFFER,
+                 only: tuple[str, ...] = ()) -> None:
         self.proc, self.run_netns, self.clock = proc, run_netns, clock
         self.node_counters = node_counters
         self.event_buffer = event_buffer
+        self.only = only  # glob patterns of namespace labels to watch besides the agent's own
         self.all_namespaces = namespaces
         self.watches: dict[int, NamespaceWatch] = {}
         self._released: list[NamespaceWatch] = []
@@ -169,6 +172,9 @@ class Sampler:
         host = next(inode for inode, ns in found.items() if ns.label == HOST_LABEL)
         if not self.all_namespaces:
             found = {host: found[host]}
+        elif self.only:
+            found = {i: ns for i, ns in found.items()
+                     if i == host or any(fnmatch.fnmatchcase(ns.label, p) for p in self.only)}
         for inode in [i for i in self.watches if i not in found]:
             self._release(inode)
         for inode in [i for i in self.failed if i not in found]:

@@ -66,6 +66,10 @@ GraceOpt = Annotated[float | None, typer.Option("--idle-grace", help="Seconds a 
 AllNsOpt = Annotated[bool | None, typer.Option("--all-namespaces/--host-only", help="Watch every network "
                                                "namespace, or only the agent's own (default all; env "
                                                "FLOWLENS_ALL_NAMESPACES).", show_default=False)]
+NamespacesOpt = Annotated[str | None, typer.Option("--namespaces", help="Comma-separated glob patterns of "
+                                                  "namespace labels to watch besides the agent's own, e.g. "
+                                                  "'cni-*' (default: every namespace; env FLOWLENS_NAMESPACES).",
+                                                  show_default=False)]
 NodeOpt = Annotated[str | None, typer.Option("--node", help="Node name for the reference-compatible metrics "
                                              "(default hostname; env FLOWLENS_NODE).", show_default=False)]
 InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance_id label (default node name; env "
@@ -85,14 +89,16 @@ def _config(config: Path | None, **flags: Any) -> AgentConfig:
 @app.command()
 def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
           max_flow_series: MaxSeriesOpt = None, idle_grace: GraceOpt = None, all_namespaces: AllNsOpt = None,
-          node: NodeOpt = None, instance_id: InstanceOpt = None, allowance_qdiscs: AllowanceOpt = None) -> None:
+          namespaces: NamespacesOpt = None, node: NodeOpt = None, instance_id: InstanceOpt = None,
+          allowance_qdiscs: AllowanceOpt = None) -> None:
     """Run the per-node agent: account every TCP flow and serve /metrics.
 
     Counting starts at start-up: connections already open are counted only for what they
     transfer afterwards.
     """
     cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
-                  idle_grace=idle_grace, all_namespaces=all_namespaces, node=node, instance_id=instance_id,
+                  idle_grace=idle_grace, all_namespaces=all_namespaces, namespaces=namespaces, node=node,
+                  instance_id=instance_id,
                   allowance_qdiscs=allowance_qdiscs)
     logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     with serving(cfg) as runner:
