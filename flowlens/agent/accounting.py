@@ -239,6 +239,7 @@ class NamespaceAccountant:
         c.retransmitted_segments += (sock.total_retrans - last.total_retrans) & _U32
         c.retransmitted_bytes += max(0, sock.bytes_retrans - last.bytes_retrans)
         c.rto += ((sock.total_rto or 0) - (last.total_rto or 0)) & _U16
+        c.received_out_of_order += (sock.rcv_ooopack - last.rcv_ooopack) & _U32
         if not final or track.last is None:
             self._sample_rtt(track.key, sock)
         track.last = sock

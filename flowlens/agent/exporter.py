@@ -52,6 +52,8 @@ METRICS: tuple[MetricSpec, ...] = (
     _flow("flowlens_flow_retransmitted_segments_total", "counter",
           "TCP segments retransmitted (tcpi_total_retrans)."),
     _flow("flowlens_flow_retransmitted_bytes_total", "counter", "Bytes retransmitted (tcpi_bytes_retrans)."),
+    _flow("flowlens_flow_received_out_of_order_segments_total", "counter",
+          "Segments that arrived out of order (tcpi_rcv_ooopack): the receiver's view of the sender's losses."),
     _flow("flowlens_flow_rto_total", "counter",
           "Retransmission timeouts, SYN timeouts included (tcpi_total_rto, Linux 6.7+)."),
     _flow("flowlens_flow_connection_attempts_total", "counter", "Client connections attempted (connect())."),
@@ -157,6 +159,7 @@ def flow_families(series: FlowSeries) -> list[Metric]:
         fams["flowlens_flow_retransmitted_segments_total"].add_metric(labels, c.retransmitted_segments)
         fams["flowlens_flow_retransmitted_bytes_total"].add_metric(labels, c.retransmitted_bytes)
         fams["flowlens_flow_rto_total"].add_metric(labels, c.rto)
+        fams["flowlens_flow_received_out_of_order_segments_total"].add_metric(labels, c.received_out_of_order)
         fams["flowlens_flow_connection_attempts_total"].add_metric(labels, c.connections_attempted)
         fams["flowlens_flow_connections_total"].add_metric([*labels, "established"], c.connections_established)
         fams["flowlens_flow_connections_total"].add_metric([*labels, "failed"], c.connections_failed)

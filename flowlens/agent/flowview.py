@@ -21,7 +21,8 @@ def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
             "sent_bytes": c.sent_bytes, "received_bytes": c.received_bytes,
             "sent_segments": c.segs_out, "received_segments": c.segs_in,
             "retransmitted_segments": c.retransmitted_segments, "retransmitted_bytes": c.retransmitted_bytes,
-            "rto": c.rto, "connection_attempts": c.connections_attempted,
+            "rto": c.rto, "received_out_of_order": c.received_out_of_order,
+            "connection_attempts": c.connections_attempted,
             "connections_established": c.connections_established, "connections_failed": c.connections_failed,
             "active_sockets": result.active_sockets.get(key, 0),
             "rtt_seconds": (c.rtt_sum_us / c.rtt_samples / 1e6) if c.rtt_samples else None,
@@ -40,5 +41,5 @@ def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
 
 
 _COUNTER_FIELDS = ("sent_bytes", "received_bytes", "sent_segments", "received_segments", "retransmitted_segments",
-                   "retransmitted_bytes", "rto", "connection_attempts", "connections_established",
-                   "connections_failed", "sent_bits_per_second", "received_bits_per_second")
+                   "retransmitted_bytes", "rto", "received_out_of_order", "connection_attempts",
+                   "connections_established", "connections_failed", "sent_bits_per_second", "received_bits_per_second")

@@ -51,7 +51,9 @@ DIAG_MSG_SIZE = DIAG_MSG.size  # 72
 # struct tcp_info (include/uapi/linux/tcp.h), the fields flowlens reads, by offset.
 TCPI_RTT = struct.Struct("=I")  # tcpi_rtt at 68, tcpi_total_retrans at 100
 TCPI_CORE = struct.Struct("=68xI28xI16xQQII4xIII32xI4xQQ")
-TCPI_CORE_SIZE = TCPI_CORE.size  # 224: present since Linux 5.x
+TCPI_CORE_SIZE = TCPI_CORE.size  # 216: present since Linux 5.x
+TCPI_RCV_OOOPACK = struct.Struct("=224xI")
+TCPI_RCV_OOOPACK_SIZE = 228  # Linux 5.4+
 TCPI_TOTAL_RTO = struct.Struct("=240xH")
 # What changes whenever a socket does anything: rtt, total_retrans, bytes_acked,
 # bytes_received, segs_out, segs_in. An idle socket's fingerprint stays the same.
@@ -113,10 +115,11 @@ def _with_info(data: bytes, at: int, size: int, family: int, state: int, sport: 
     (rtt, total_retrans, bytes_acked, bytes_received, segs_out, segs_in, min_rtt,
      data_segs_in, data_segs_out, delivered, bytes_sent, bytes_retrans) = TCPI_CORE.unpack_from(data, at)
     total_rto = TCPI_TOTAL_RTO.unpack_from(data, at)[0] if size >= TCPI_TOTAL_RTO_SIZE else None
+    ooo = TCPI_RCV_OOOPACK.unpack_from(data, at)[0] if size >= TCPI_RCV_OOOPACK_SIZE else 0
     return TcpSocket(
         cookie, state, addresses.text(family, src), socket.ntohs(sport), addresses.text(family, dst),
         socket.ntohs(dport), bytes_acked, bytes_received, bytes_sent, bytes_retrans, segs_out,
-        segs_in, data_segs_out, data_segs_in, total_retrans, total_rto, rtt, min_rtt, delivered, wqueue,
+        segs_in, data_segs_out, data_segs_in, total_retrans, total_rto, rtt, min_rtt, delivered, wqueue, ooo,
     )
 
 

@@ -41,6 +41,7 @@ class FlowCounters:
     retransmitted_segments: int = 0
     retransmitted_bytes: int = 0
     rto: int = 0
+    received_out_of_order: int = 0
     connections_attempted: int = 0
     connections_established: int = 0
     connections_failed: int = 0

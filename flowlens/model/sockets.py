@@ -23,6 +23,8 @@ class TcpSocket(NamedTuple):
     reports as bytes sent. ``delivered`` is the count of segments the peer acknowledged,
     SYN included, so it is zero exactly when a connection never completed its handshake.
     ``total_rto`` is ``None`` on kernels older than 6.7, which do not report it.
+    ``rcv_ooopack`` counts packets that arrived out of order: on a download, the receiver's
+    trace of the sender's losses (the retransmissions themselves are the sender's to count).
     ``write_queue`` is written but unacknowledged sequence space (data, and our FIN once queued).
     """
 
@@ -46,3 +48,4 @@ class TcpSocket(NamedTuple):
     min_rtt_us: int
     delivered: int
     write_queue: int = 0
+    rcv_ooopack: int = 0

@@ -72,6 +72,7 @@ def test_long_shaped_transfer_is_exact_on_both_ends_and_retransmissions_match_th
     assert retrans_delta[0] > 0, "the shaper should have caused retransmissions"
     assert total(results, a).retransmitted_segments == retrans_delta[0]
     assert total(results, b).retransmitted_segments == retrans_delta[1]
+    assert srv.received_out_of_order > 0, "the receiver saw the gaps the shaper's drops left"
 
 
 def test_200_short_connections_between_two_polls_are_each_counted(ns_pair: NsPair, sampler: Sampler):
