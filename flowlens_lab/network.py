@@ -109,9 +109,8 @@ def build_node(ns: str, zone: Zone, index: int, mbit: float) -> str:
     in_ns(ns, "ip", "link", "add", "ifb0", "type", "ifb")
     in_ns(ns, "ip", "link", "set", "ifb0", "up")
     in_ns(ns, "tc", "qdisc", "add", "dev", "eth0", "handle", "ffff:", "ingress")
-    in_ns(ns, "tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0", "0",
-          "action", "mirred", "egress",
-          "redirect", "dev", "ifb0")
+    in_ns(ns, "tc", "filter", "add", "dev", "eth0", "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0",
+          "0", "action", "mirred", "egress", "redirect", "dev", "ifb0")
     shape_node(ns, mbit, replace=False)
     return ip
 

@@ -45,7 +45,7 @@ def down(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
 def leftovers() -> list[str]:
     """What of the lab still exists (empty after a successful ``down``)."""
     found = [f"netns {ns}" for ns in network.lab_namespaces()]
-    found += [f"/etc/netns/{p.name}" for p in Path("/etc/netns").glob(PREFIX + "*")] if Path("/etc/netns").exists() else []
+    found += [f"/etc/netns/{p.name}" for p in Path("/etc/netns").glob(PREFIX + "*")]
     if lab_state.exists():
         found.append(str(lab_state.lab_dir() / "state.json"))
     return found

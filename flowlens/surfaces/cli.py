@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -213,6 +214,18 @@ class _AgentSource:
                 self.last_end = end
                 return rows
             time.sleep(min(1.0, body.get("interval", 5) / 5))
+
+
+def _plug_in_commands() -> None:
+    """Sub-commands other packages add (the lab adds `flowlens lab`), found by entry point."""
+    for entry in entry_points(group="flowlens.commands"):
+        try:
+            app.add_typer(entry.load(), name=entry.name)
+        except Exception as err:  # a broken plug-in must not take the core commands down
+            logging.getLogger(__name__).warning("command %s unavailable: %s", entry.name, err)
+
+
+_plug_in_commands()
 
 
 def main() -> None:

@@ -1,0 +1,133 @@
+"""``flowlens lab ...``: the lab's commands, plugged into the flowlens CLI as a sub-command."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowlens_lab import lab
+from flowlens_lab.spec import NODE_TYPES, LabSpec
+
+app = typer.Typer(name="lab", help="The scenario's ML-inference cluster, reproduced on this machine.",
+                  no_args_is_help=True)
+fault_app = typer.Typer(help="Inject and clear faults (each reversible).", no_args_is_help=True)
+app.add_typer(fault_app, name="fault")
+err = Console(stderr=True)
+
+
+def seconds(text: str) -> float:
+    """``2s``, ``1.5m``, ``300`` → seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 2s, 90s, 5m")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        return
+    console = Console()
+    if not data.get("up"):
+        console.print("no lab is up")
+        return
+    nodes = Table("node", "zone", "type", "bandwidth", "ip", "agent", title="nodes", title_justify="left")
+    for n in data["nodes"]:
+        nodes.add_row(n["name"], n["zone"], n["instance_type"], f"{n['bandwidth_mbit']:g} Mbit/s "
+                      f"(≙ {n['real_bandwidth_gbps']:g} Gbps)", n["ip"], "running" if n["agent_running"] else "down")
+    pods = Table("pod", "namespace", "node", "zone", "ip", "ready", title="pods", title_justify="left")
+    for p in data["pods"]:
+        pods.add_row(p["name"], p["namespace"], p["node"], p["zone"], p["ip"], "yes" if p["ready"] else "no")
+    services = Table("service", "cluster ip", "port", "endpoints", title="services", title_justify="left")
+    for s in data["services"]:
+        services.add_row(f"{s['namespace']}/{s['name']}", s["cluster_ip"], str(s["port"]), ", ".join(s["endpoints"]))
+    console.print(nodes, pods, services)
+    console.print(f"topology-aware routing: {'on' if data['topology_aware_routing'] else 'off'} · faults: "
+                  + (", ".join(f["name"] for f in data["faults"]) or "none") + f" · inventory: {data['inventory']}")
+
+
+@app.command()
+def up(runtime_type: Annotated[str, typer.Option(help="Instance type of the runtime's node pool.")] = "g5.2xlarge",
+       weights_mib: Annotated[int, typer.Option(help="Size of the model weights in the object store.")] = 256,
+       cooldown: Annotated[str, typer.Option(help="Autoscaler cooldown before scaling in (e.g. 300s).")] = "300s",
+       agent_interval: Annotated[str, typer.Option(help="The node agents' collection interval.")] = "5s",
+       topology_aware: Annotated[bool, typer.Option(help="Start with topology-aware routing on.")] = False,
+       as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False) -> None:
+    """Build the default scenario: zones, nodes, the inference workload, agents, the autoscaler."""
+    if runtime_type not in NODE_TYPES:
+        raise typer.BadParameter(f"unknown instance type; choose one of {', '.join(NODE_TYPES)}")
+    spec = LabSpec(runtime_type=runtime_type, weights_mib=weights_mib, cooldown_s=seconds(cooldown),
+                   agent_interval_s=seconds(agent_interval), topology_aware=topology_aware)
+    _print(lab.up(spec, progress=lambda m: err.print(f"[cyan]lab:[/] {m}")), as_json)
+
+
+@app.command()
+def down() -> None:
+    """Remove everything the lab created (also after a crash or an interrupted `lab up`)."""
+    removed = lab.down(progress=lambda m: err.print(f"[cyan]lab:[/] {m}"))
+    err.print(f"lab removed: {removed['namespaces']} namespaces, {removed['processes']} processes")
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Nodes (zone, instance type, bandwidth), pods (namespace, node, IP) and services."""
+    _print(lab.status(), as_json)
+
+
+@app.command()
+def load(every: Annotated[str, typer.Option(help="Time between rounds of three tasks.")] = "2s",
+         duration: Annotated[str, typer.Option(help="How long to send.")] = "60s") -> None:
+    """Send the scenario's test tasks (text-to-image, image-to-image, upscale) to the task API."""
+    from flowlens_lab.loadgen import send
+
+    summary = send(seconds(every), seconds(duration), progress=lambda m: err.print(f"[cyan]load:[/] {m}"))
+    err.print(f"sent {summary['sent']} tasks ({summary['rejected']} rejected)")
+
+
+@fault_app.command("block")
+def fault_block(source: Annotated[str, typer.Option("--from", help="Namespace or namespace/workload.")],
+                target: Annotated[str, typer.Option("--to", help="Namespace or namespace/workload.")],
+                port: Annotated[int, typer.Option(help="TCP port to block.")]) -> None:
+    """Drop connections from one workload to another, as a NetworkPolicy would."""
+    err.print(f"fault on: {lab.fault_block(source, target, port)['name']}")
+
+
+@fault_app.command("loss")
+def fault_loss(percent: Annotated[float, typer.Option(help="Share of packets dropped.")] = 5.0,
+               between: Annotated[str, typer.Option(help="Two zones, comma-separated; default: all traffic "
+                                                    "through the zone router.")] = "") -> None:
+    """Random packet loss on the zone router."""
+    zones = tuple(z.strip() for z in between.split(",")) if between else None
+    if zones is not None and len(zones) != 2:
+        raise typer.BadParameter("--between takes two zones, e.g. us-east-1a,us-east-1b")
+    err.print(f"fault on: {lab.fault_loss(percent, zones)['name']}")  # type: ignore[arg-type]
+
+
+@fault_app.command("node-type")
+def fault_node_type(instance_type: Annotated[str, typer.Argument(help="e.g. g5.2xlarge or g5.4xlarge.")]) -> None:
+    """Swap the runtime pool's instance type (its bandwidth allowance) on existing and new nodes."""
+    changed = lab.set_node_type(instance_type)
+    err.print(f"runtime pool is now {instance_type}: {len(changed)} nodes re-shaped")
+
+
+@fault_app.command("topology")
+def fault_topology(mode: Annotated[str, typer.Argument(help="on or off")]) -> None:
+    """Topology-aware routing of the sdruntime Service on or off."""
+    if mode not in ("on", "off"):
+        raise typer.BadParameter("say on or off")
+    lab.set_topology_aware(mode == "on")
+    err.print(f"topology-aware routing {mode}")
+
+
+@fault_app.command("clear")
+def fault_clear(name: Annotated[str | None, typer.Argument(help="A fault's name or kind; all when omitted.")]
+                = None) -> None:
+    """Remove faults."""
+    err.print("cleared: " + (", ".join(lab.clear_faults(name)) or "nothing"))

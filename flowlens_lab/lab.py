@@ -1,0 +1,195 @@
+"""``flowlens lab up|down|status`` and the faults: building the default scenario and changing it.
+
+``up`` builds the fabric and the regional services, provisions the workload's AWS resources
+and model weights, starts the ``client-ui`` node and pods, the ``sdruntime`` Service, one
+flowlens agent per node, and the controller that scales the runtime (see :mod:`controller`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+from flowlens_lab import aws_side, cluster, network, processes, teardown
+from flowlens_lab import state as lab_state
+from flowlens_lab.shell import LabError, in_ns
+from flowlens_lab.spec import AGENT_PORT, API_IP, AWS_SERVICES_IP, NODE_TYPES, RUNTIME_PORT, LabSpec
+
+Progress = Callable[[str], None]
+
+RUNTIME = ("sdruntime", "sdruntime")  # namespace, workload
+UI = ("ui", "client-ui")
+SERVICE = {"name": "sdruntime-service", "namespace": "sdruntime", "cluster_ip": "10.96.0.10", "port": 8080,
+           "target_port": RUNTIME_PORT, "selector": "sdruntime"}
+HOSTS = {"sdruntime-service": "10.96.0.10", "sdruntime-service.sdruntime.svc.cluster.local": "10.96.0.10",
+         "s3.amazonaws.com": AWS_SERVICES_IP, "api.sdruntime.lab": API_IP}
+
+
+# The node's shapers stand in for ENA's allowance statistics.
+ALLOWANCE_QDISCS = "bw_in_allowance_exceeded=ifb0,bw_out_allowance_exceeded=eth0"
+
+
+def agent_command(interval: float) -> Callable[[dict[str, Any]], list[str]]:
+    def command(node: dict[str, Any]) -> list[str]:
+        return [processes.PYTHON, "-m", "flowlens", "agent", "--port", str(AGENT_PORT), "--interval", f"{interval:g}",
+                "--namespaces", f"fll-pod-{node['id']}-*", "--node", node["name"], "--instance-id",
+                node["instance_id"], "--allowance-qdiscs", ALLOWANCE_QDISCS]
+    return command
+
+
+def up(spec: LabSpec, progress: Progress = lambda _: None) -> dict[str, Any]:
+    current = lab_state.read()
+    if current.get("ready") or network.lab_namespaces():
+        raise LabError("a lab is already up (or left over): run `flowlens lab down` first")
+    started = time.monotonic()
+    with lab_state.locked() as state:
+        state["spec"] = asdict(spec)
+        state["services"][f"{SERVICE['namespace']}/{SERVICE['name']}"] = dict(SERVICE)
+    progress("zones, router and regional services")
+    network.build_fabric(spec.zones)
+    network.build_aws([AWS_SERVICES_IP, API_IP])
+    network.write_hosts_file(network.AWS_NS, HOSTS)
+    aws_side.start_services(spec.region)
+    progress(f"provisioning buckets, topic, queues and {spec.weights_mib} MiB of model weights")
+    made = aws_side.provision(spec.region, [RUNTIME[1]], spec.visibility_timeout_s, spec.max_receives,
+                              spec.weights_mib)
+    with lab_state.locked() as state:
+        state["aws"] = made
+    aws_side.start_api(spec.region, made["task_topic_arn"], made["output_bucket"])
+    progress(f"client-ui: {spec.ui_replicas} pods on a {spec.ui_type} node in {spec.ui_zone}")
+    ui_node = cluster.add_node("ui", spec.ui_zone, spec.ui_type, agent_command(spec.agent_interval_s))
+    for _ in range(spec.ui_replicas):
+        cluster.add_pod(UI[0], UI[1], ui_node["name"], [ui_container(spec)], HOSTS, ready=True)
+    progress("controller (queue-length autoscaler and node provisioner)")
+    processes.start("controller", [processes.PYTHON, "-m", "flowlens_lab.controller"])
+    with lab_state.locked() as state:
+        state["ready"] = True
+        state["seq"]["up_seconds"] = round(time.monotonic() - started, 1)
+    cluster.sync()
+    return status()
+
+
+def ui_container(spec: LabSpec) -> dict[str, Any]:
+    return {"name": "client", "command": [processes.PYTHON, "-m", "inference_workload.ui_client", "--url",
+                                          f"http://sdruntime-service:{SERVICE['port']}", "--every", "2"],
+            "env": aws_side.aws_env(spec.region)}
+
+
+def runtime_containers(state: dict[str, Any]) -> list[dict[str, Any]]:
+    spec, made = state["spec"], state["aws"]
+    env = aws_side.aws_env(spec["region"])
+    queue = made["runtimes"][RUNTIME[1]]["queue_url"]
+    return [
+        {"name": "runtime", "ports": [RUNTIME_PORT], "env": env,
+         "command": [processes.PYTHON, "-m", "inference_workload.runtime", "--host", "0.0.0.0", "--port",
+                     str(RUNTIME_PORT), "--model-bucket", made["models_bucket"], "--model-key", made["model_key"]]},
+        {"name": "queue-agent", "env": env,
+         "command": [processes.PYTHON, "-m", "inference_workload.queue_agent", "--queue-url", queue,
+                     "--runtime-url", f"http://127.0.0.1:{RUNTIME_PORT}", "--output-bucket", made["output_bucket"],
+                     "--notification-topic-arn", made["notification_topic_arn"]]},
+    ]
+
+
+def down(progress: Progress = lambda _: None) -> dict[str, int]:
+    return teardown.down(progress)
+
+
+def status() -> dict[str, Any]:
+    state = lab_state.read()
+    if not state["spec"]:
+        return {"up": False, "nodes": [], "pods": [], "services": []}
+    alive = {p["name"]: processes.alive(p["pid"]) for p in state["processes"]}
+    nodes = [{"name": n["name"], "zone": n["zone"], "instance_type": n["instance_type"], "pool": n["pool"],
+              "bandwidth_mbit": NODE_TYPES[n["instance_type"]].mbit,
+              "real_bandwidth_gbps": NODE_TYPES[n["instance_type"]].real_gbps, "ip": n["ip"], "netns": n["ns"],
+              "agent": f"http://{n['ip']}:{AGENT_PORT}/metrics", "agent_running": alive.get(f"agent-{n['id']}", False)}
+             for n in sorted(state["nodes"].values(), key=lambda n: n["name"])]
+    pods = [{"name": p["name"], "namespace": p["namespace"], "workload": p["workload"], "node": p["node"],
+             "zone": state["nodes"][p["node"]]["zone"], "ip": p["ip"], "netns": p["ns"], "ready": bool(p.get("ready"))}
+            for p in sorted(state["pods"].values(), key=lambda p: p["name"])]
+    services = [{"name": s["name"], "namespace": s["namespace"], "cluster_ip": s["cluster_ip"], "port": s["port"],
+                 "endpoints": [p["ip"] for p in pods if p["namespace"] == s["namespace"]
+                               and p["workload"] == s["selector"] and p["ready"]]}
+                for s in state["services"].values()]
+    return {"up": bool(state.get("ready")), "region": state["spec"]["region"],
+            "topology_aware_routing": bool(state["spec"].get("topology_aware")), "nodes": nodes, "pods": pods,
+            "services": services, "faults": list(state["faults"].values()),
+            "aws": {"endpoint": aws_side.ENDPOINT, "api": aws_side.API_URL, **state.get("aws", {})},
+            "inventory": str(lab_state.lab_dir() / "inventory.json"), "up_seconds": state["seq"].get("up_seconds"),
+            "processes": [{"name": k, "running": v} for k, v in sorted(alive.items())]}
+
+
+# -- faults -----------------------------------------------------------------------------
+def fault_block(source: str, target: str, port: int) -> dict[str, Any]:
+    """Drop TCP from ``source`` pods to ``target`` pods on ``port`` (namespace or namespace/workload)."""
+    fault = {"name": f"block:{source}->{target}:{port}", "kind": "block", "source": source, "target": target,
+             "port": port}
+    return _add_fault(fault, cluster.sync)
+
+
+def fault_loss(percent: float, between: tuple[str, str] | None) -> dict[str, Any]:
+    """Random packet loss on the zone router, for traffic between two zones or all forwarded traffic."""
+    if not 0 < percent < 100:
+        raise LabError("loss must be a percentage between 0 and 100")
+    fault = {"name": "loss:" + ("-".join(between) if between else "router"), "kind": "loss", "percent": percent,
+             "between": list(between) if between else None}
+    return _add_fault(fault, sync_loss)
+
+
+def _add_fault(fault: dict[str, Any], apply: Callable[[], None]) -> dict[str, Any]:
+    _require_up()
+    with lab_state.locked() as state:
+        state["faults"][fault["name"]] = fault
+    apply()
+    return fault
+
+
+def clear_faults(name: str | None = None) -> list[str]:
+    with lab_state.locked() as state:
+        names = [n for n in state["faults"] if name in (None, n, state["faults"][n]["kind"])]
+        for n in names:
+            del state["faults"][n]
+    cluster.sync()
+    sync_loss()
+    return names
+
+
+def sync_loss() -> None:
+    """The zone router's FLL-LOSS chain, from the loss faults in the state."""
+    state = lab_state.read()
+    spec = cluster.spec_of(state)
+    rules = ["*filter", ":FLL-LOSS - [0:0]"]
+    for fault in state["faults"].values():
+        if fault["kind"] != "loss":
+            continue
+        match = f"-m statistic --mode random --probability {fault['percent'] / 100:.6f} -j DROP"
+        if fault["between"]:
+            a, b = (network.bridge_name(spec.zone(z)) for z in fault["between"])
+            rules += [f"-A FLL-LOSS -i {a} -o {b} {match}", f"-A FLL-LOSS -i {b} -o {a} {match}"]
+        else:
+            rules.append(f"-A FLL-LOSS {match}")
+    in_ns(network.FABRIC, "iptables-restore", "--noflush", input_text="\n".join([*rules, "COMMIT", ""]))
+    hooked = in_ns(network.FABRIC, "iptables", "-S", "FORWARD")
+    if "-j FLL-LOSS" not in hooked:
+        in_ns(network.FABRIC, "iptables", "-I", "FORWARD", "-j", "FLL-LOSS")
+
+
+def set_topology_aware(enabled: bool) -> None:
+    _require_up()
+    with lab_state.locked() as state:
+        state["spec"]["topology_aware"] = enabled
+    cluster.sync()
+
+
+def set_node_type(instance_type: str, pool: str = RUNTIME[1]) -> list[str]:
+    _require_up()
+    return cluster.set_node_type(pool, instance_type)
+
+
+def _require_up() -> None:
+    if not lab_state.read().get("ready"):
+        raise LabError("no lab is up: run `flowlens lab up` first")
+
+
