@@ -29,6 +29,11 @@ class AgentConfig:
     node: str = ""
     instance_id: str = ""
     allowance_qdiscs: str = ""
+    collector: str = ""  # URL of the collector to send reports to; none when empty
+    token: str = ""
+    spool_dir: str = "/var/lib/flowlens/spool"
+    spool_max_bytes: int = 64 << 20
+    service_cidrs: str = "10.96.0.0/12,172.20.0.0/16"
     proc: str = "/proc"
     run_netns: str = "/run/netns"
 

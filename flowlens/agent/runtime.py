@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -26,6 +27,7 @@ from flowlens.agent.config import AgentConfig
 from flowlens.agent.exporter import SnapshotCollector, family, flow_families
 from flowlens.agent.flowview import interval_rows
 from flowlens.agent.node import node_families, parse_allowance_qdiscs
+from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_report
 from flowlens.agent.sampler import CycleResult, Sampler
 from flowlens.agent.series import FlowSeries
 from flowlens.model.errors import FlowlensError
@@ -87,6 +89,11 @@ class Agent:
         self.series = FlowSeries(config.max_flow_series, config.idle_grace)
         self.stats = SelfStats()
         self.allowance_qdiscs = parse_allowance_qdiscs(config.allowance_qdiscs)
+        self.node_deltas = NodeDeltas(self.allowance_qdiscs)
+        self.reporter: Reporter | None = None
+        if config.collector:
+            self.reporter = Reporter(config.collector, config.token,
+                                     Spool(Path(config.spool_dir), config.spool_max_bytes))
         self.collector = SnapshotCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -107,6 +114,9 @@ class Agent:
         families += self.stats.families(self.sampler, result, self.series)
         self.collector.publish(families)
         self.last_flows = interval_rows(result)
+        if self.reporter is not None:
+            delta = self.node_deltas(result.node)
+            self.reporter.submit(build_report(result, self.config.node, self.config.instance_id, delta))
         with self._cycle_done:
             self.last_result = result
             self._cycle_done.notify_all()
@@ -125,6 +135,13 @@ class Agent:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def close(self) -> None:
+        """Hand what is queued to the collector (or the spool), then release the kernel handles."""
+        if self.reporter is not None:
+            self.reporter.flush()
+            self.reporter.close()
+        self.sampler.close()
 
     def wait_cycle(self, timeout: float) -> CycleResult | None:
         with self._cycle_done:
@@ -145,7 +162,7 @@ def serving(config: AgentConfig) -> Iterator[Agent]:
     finally:
         server.shutdown()
         server.server_close()
-        agent.sampler.close()
+        agent.close()
 
 
 def serve(agent: Agent) -> ThreadingHTTPServer:

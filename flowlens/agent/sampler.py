@@ -127,6 +127,8 @@ class CycleResult:
     collect_seconds: float
     cpu_seconds: float
     errors: list[str] = field(default_factory=list)
+    # The ClusterIP a client dialled, for flows whose remote end is the backend reached after DNAT.
+    service_ips: dict[FlowKey, str] = field(default_factory=dict)
 
 
 class Sampler:

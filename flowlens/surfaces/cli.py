@@ -83,6 +83,22 @@ AllowanceOpt = Annotated[str | None, typer.Option("--allowance-qdiscs", help="Re
                                                   "(env FLOWLENS_ALLOWANCE_QDISCS).", show_default=False)]
 
 
+CollectorOpt = Annotated[str | None, typer.Option("--collector", help="Collector URL to send each interval's "
+                                                  "report to, e.g. http://collector:9102 (env FLOWLENS_COLLECTOR).",
+                                                  show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the collector (env FLOWLENS_TOKEN).",
+                                              show_default=False)]
+SpoolOpt = Annotated[str | None, typer.Option("--spool-dir", help="Where undelivered reports wait (default "
+                                              "/var/lib/flowlens/spool; env FLOWLENS_SPOOL_DIR).", show_default=False)]
+SpoolMaxOpt = Annotated[int | None, typer.Option("--spool-max-bytes", help="Bound of the spool; the oldest reports "
+                                                 "are dropped (and counted) past it (default 64 MiB; env "
+                                                 "FLOWLENS_SPOOL_MAX_BYTES).", show_default=False)]
+ServiceCidrsOpt = Annotated[str | None, typer.Option("--service-cidrs", help="ClusterIP ranges whose connections "
+                                                     "are resolved to the backend reached, through conntrack "
+                                                     "(default 10.96.0.0/12,172.20.0.0/16; env "
+                                                     "FLOWLENS_SERVICE_CIDRS).", show_default=False)]
+
+
 def _config(config: Path | None, **flags: Any) -> AgentConfig:
     return load(config, flags)
 
@@ -91,7 +107,9 @@ def _config(config: Path | None, **flags: Any) -> AgentConfig:
 def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
           max_flow_series: MaxSeriesOpt = None, idle_grace: GraceOpt = None, all_namespaces: AllNsOpt = None,
           namespaces: NamespacesOpt = None, node: NodeOpt = None, instance_id: InstanceOpt = None,
-          allowance_qdiscs: AllowanceOpt = None) -> None:
+          allowance_qdiscs: AllowanceOpt = None, collector: CollectorOpt = None, token: TokenOpt = None,
+          spool_dir: SpoolOpt = None, spool_max_bytes: SpoolMaxOpt = None,
+          service_cidrs: ServiceCidrsOpt = None) -> None:
     """Run the per-node agent: account every TCP flow and serve /metrics.
 
     Counting starts at start-up: connections already open are counted only for what they
@@ -100,7 +118,8 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
     cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
                   idle_grace=idle_grace, all_namespaces=all_namespaces, namespaces=namespaces, node=node,
                   instance_id=instance_id,
-                  allowance_qdiscs=allowance_qdiscs)
+                  allowance_qdiscs=allowance_qdiscs, collector=collector, token=token, spool_dir=spool_dir,
+                  spool_max_bytes=spool_max_bytes, service_cidrs=service_cidrs)
     logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     with serving(cfg) as runner:
         logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,

@@ -1,0 +1,1 @@
+"""Enrichment: who is behind an address at a time (Kubernetes inventory, cloud IP ranges)."""

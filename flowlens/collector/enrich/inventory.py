@@ -1,0 +1,225 @@
+"""The Kubernetes inventory the collector enriches flows with, and its address history.
+
+Objects arrive in the API's own shape (from a `kubectl get -o json` file or from a list+watch
+of the API server) and are slimmed at once to what enrichment needs. Addresses are reused
+(a pod IP goes to another pod after the first is gone), so each address keeps a history of
+holders: a flow at time t goes to the pod that held the address at t.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+POD_TEMPLATE_HASH = re.compile(r"^(?P<deployment>.+)-[a-z0-9]{5,10}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One end of a flow as Kubernetes knows it."""
+
+    kind: str  # pod | node | service
+    name: str
+    namespace: str = ""
+    workload: str = ""
+    workload_kind: str = ""
+    service: str = ""
+    node: str = ""
+    zone: str = ""
+    instance_type: str = ""
+
+
+@dataclass(slots=True)
+class _Holders:
+    starts: list[float] = field(default_factory=list)
+    ends: list[float] = field(default_factory=list)  # inf while held
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+
+INF = float("inf")
+
+
+def timestamp(value: str | None, default: float) -> float:
+    if not value:
+        return default
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class AddressBook:
+    """IP → the endpoints that held it, with when."""
+
+    def __init__(self) -> None:
+        self._by_ip: dict[str, _Holders] = {}
+
+    def assign(self, ip: str, endpoint: Endpoint, since: float) -> None:
+        holders = self._by_ip.setdefault(ip, _Holders())
+        if holders.endpoints and holders.ends[-1] == INF:
+            if holders.endpoints[-1] == endpoint:
+                return
+            holders.ends[-1] = max(since, holders.starts[-1])  # the previous holder lost it
+        holders.starts.append(since)
+        holders.ends.append(INF)
+        holders.endpoints.append(endpoint)
+
+    def release(self, ip: str, until: float) -> None:
+        holders = self._by_ip.get(ip)
+        if holders and holders.ends and holders.ends[-1] == INF:
+            holders.ends[-1] = until
+
+    def at(self, ip: str, t: float) -> Endpoint | None:
+        holders = self._by_ip.get(ip)
+        if holders is None:
+            return None
+        i = bisect.bisect_right(holders.starts, t) - 1
+        if i >= 0 and t <= holders.ends[i]:
+            return holders.endpoints[i]
+        # A flow that started a moment before its pod was recorded still belongs to it.
+        if i + 1 < len(holders.starts) and holders.starts[i + 1] - t < 60:
+            return holders.endpoints[i + 1]
+        return holders.endpoints[i] if i >= 0 and t - holders.ends[i] < 1 else None
+
+    def current(self) -> dict[str, Endpoint]:
+        return {ip: h.endpoints[-1] for ip, h in self._by_ip.items() if h.ends and h.ends[-1] == INF}
+
+    def prune(self, before: float) -> None:
+        """Forget holders whose tenure ended before ``before`` (older than any flow kept)."""
+        for ip in list(self._by_ip):
+            h = self._by_ip[ip]
+            keep = [i for i, end in enumerate(h.ends) if end >= before]
+            if not keep:
+                del self._by_ip[ip]
+            elif len(keep) < len(h.ends):
+                h.starts = [h.starts[i] for i in keep]
+                h.ends = [h.ends[i] for i in keep]
+                h.endpoints = [h.endpoints[i] for i in keep]
+
+
+def workload_of(pod: dict[str, Any], replicasets: dict[tuple[str, str], tuple[str, str]]) -> tuple[str, str]:
+    """(workload, kind) through owner references: ReplicaSet → Deployment, Job → CronJob."""
+    meta = pod.get("metadata", {})
+    owners = [o for o in meta.get("ownerReferences", []) if o.get("controller", True)]
+    if not owners:
+        return meta.get("name", ""), "Pod"
+    owner = owners[0]
+    kind, name = owner.get("kind", ""), owner.get("name", "")
+    if kind == "ReplicaSet":
+        known = replicasets.get((meta.get("namespace", ""), name))
+        if known:
+            return known
+        match = POD_TEMPLATE_HASH.match(name)  # the Deployment's name before the template hash
+        return (match.group("deployment"), "Deployment") if match else (name, "ReplicaSet")
+    if kind == "Job":
+        known = replicasets.get((meta.get("namespace", ""), name))
+        return known or (name, "Job")
+    return name, kind
+
+
+class Inventory:
+    """The slimmed cluster state: address history, nodes, services, host-network ports."""
+
+    def __init__(self) -> None:
+        self.addresses = AddressBook()
+        self.nodes: dict[str, Endpoint] = {}
+        self.node_by_ip: dict[str, str] = {}
+        self.services: dict[str, Endpoint] = {}  # cluster IP → service
+        self.backend_services: dict[str, set[str]] = {}  # pod IP → names of services it backs
+        self.host_ports: dict[tuple[str, int], Endpoint] = {}
+        self.lock = threading.RLock()
+        self._pods: dict[str, tuple[str, Endpoint]] = {}  # uid → (ip, endpoint)
+        self.version = 0
+
+    # -- full synchronisation from a list ---------------------------------------------------
+    def replace_all(self, objects: list[dict[str, Any]], now: float) -> None:
+        """Make the inventory what ``objects`` say (a List's items), keeping address history."""
+        by_kind: dict[str, list[dict[str, Any]]] = {}
+        for obj in objects:
+            by_kind.setdefault(obj.get("kind", ""), []).append(obj)
+        owners = _owner_table(by_kind.get("ReplicaSet", []) + by_kind.get("Job", []))
+        with self.lock:
+            self._set_nodes(by_kind.get("Node", []))
+            seen = set()
+            for pod in by_kind.get("Pod", []):
+                uid = self._apply_pod(pod, owners, now)
+                if uid:
+                    seen.add(uid)
+            for uid in [u for u in self._pods if u not in seen]:
+                ip, _ = self._pods.pop(uid)
+                self.addresses.release(ip, now)
+            self._set_services(by_kind.get("Service", []), by_kind.get("EndpointSlice", []))
+            self.version += 1
+
+    def _set_nodes(self, nodes: list[dict[str, Any]]) -> None:
+        self.nodes, self.node_by_ip = {}, {}
+        for node in nodes:
+            meta, labels = node.get("metadata", {}), node.get("metadata", {}).get("labels", {})
+            endpoint = Endpoint("node", meta.get("name", ""), node=meta.get("name", ""),
+                                zone=labels.get("topology.kubernetes.io/zone", ""),
+                                instance_type=labels.get("node.kubernetes.io/instance-type", ""))
+            self.nodes[endpoint.name] = endpoint
+            for address in node.get("status", {}).get("addresses", []):
+                if address.get("type") in ("InternalIP", "ExternalIP"):
+                    self.node_by_ip[address["address"]] = endpoint.name
+
+    def _apply_pod(self, pod: dict[str, Any], owners: dict[tuple[str, str], tuple[str, str]], now: float) -> str:
+        meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
+        uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        ip = status.get("podIP")
+        if not ip or status.get("phase") in ("Succeeded", "Failed"):
+            return ""
+        workload, kind = workload_of(pod, owners)
+        node = self.nodes.get(spec.get("nodeName", ""), Endpoint("node", spec.get("nodeName", "")))
+        endpoint = Endpoint("pod", meta.get("name", ""), meta.get("namespace", ""), workload, kind, "",
+                            node.name, node.zone, node.instance_type)
+        if spec.get("hostNetwork"):
+            for container in spec.get("containers", []):
+                for port in container.get("ports", []):
+                    self.host_ports[(ip, int(port.get("hostPort") or port.get("containerPort", 0)))] = endpoint
+            return ""
+        since = min(timestamp(status.get("startTime"), now), timestamp(meta.get("creationTimestamp"), now))
+        self.addresses.assign(ip, endpoint, since)
+        self._pods[uid] = (ip, endpoint)
+        return uid
+
+    def _set_services(self, services: list[dict[str, Any]], slices: list[dict[str, Any]]) -> None:
+        self.services, self.backend_services = {}, {}
+        for svc in services:
+            meta, spec = svc.get("metadata", {}), svc.get("spec", {})
+            for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
+                if ip and ip != "None":
+                    self.services[ip] = Endpoint("service", meta.get("name", ""), meta.get("namespace", ""),
+                                                 service=meta.get("name", ""))
+        for eps in slices:
+            service = eps.get("metadata", {}).get("labels", {}).get("kubernetes.io/service-name", "")
+            for endpoint in eps.get("endpoints") or []:
+                for address in endpoint.get("addresses", []):
+                    self.backend_services.setdefault(address, set()).add(service)
+
+    # -- lookups ----------------------------------------------------------------------------
+    def endpoint(self, ip: str, port: int | None, t: float) -> Endpoint | None:
+        """Who had ``ip`` at ``t``: a pod (with the service it backs), a Service, a node, or None."""
+        pod = self.addresses.at(ip, t)
+        if pod is not None:
+            services = self.backend_services.get(ip)
+            return replace(pod, service=sorted(services)[0]) if services else pod
+        service = self.services.get(ip)
+        if service is not None:
+            return service
+        if port is not None and (ip, port) in self.host_ports:
+            return self.host_ports[(ip, port)]
+        node = self.node_by_ip.get(ip)
+        return self.nodes.get(node) if node else None
+
+
+def _owner_table(objects: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(namespace, ReplicaSet or Job name) → (its controller's name, kind)."""
+    table = {}
+    for obj in objects:
+        meta = obj.get("metadata", {})
+        owners = [o for o in meta.get("ownerReferences", []) if o.get("controller", True)]
+        if owners:
+            table[(meta.get("namespace", ""), meta.get("name", ""))] = (owners[0]["name"], owners[0]["kind"])
+    return table
