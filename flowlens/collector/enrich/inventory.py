@@ -65,10 +65,11 @@ class AddressBook:
         holders.ends.append(INF)
         holders.endpoints.append(endpoint)
 
-    def release(self, ip: str, until: float) -> None:
+    def release(self, ip: str, until: float, endpoint: Endpoint | None = None) -> None:
+        """End the current tenure of ``ip`` (only if ``endpoint`` holds it, when given)."""
         holders = self._by_ip.get(ip)
-        if holders and holders.ends and holders.ends[-1] == INF:
-            holders.ends[-1] = until
+        if holders and holders.ends and holders.ends[-1] == INF and endpoint in (None, holders.endpoints[-1]):
+            holders.ends[-1] = max(until, holders.starts[-1])
 
     def at(self, ip: str, t: float) -> Endpoint | None:
         holders = self._by_ip.get(ip)
@@ -78,7 +79,7 @@ class AddressBook:
         if i >= 0 and t <= holders.ends[i]:
             return holders.endpoints[i]
         # A flow that started a moment before its pod was recorded still belongs to it.
-        if i + 1 < len(holders.starts) and holders.starts[i + 1] - t < 60:
+        if i + 1 < len(holders.starts) and holders.starts[i + 1] - t < 5:
             return holders.endpoints[i + 1]
         return holders.endpoints[i] if i >= 0 and t - holders.ends[i] < 1 else None
 
@@ -141,14 +142,13 @@ class Inventory:
         owners = _owner_table(by_kind.get("ReplicaSet", []) + by_kind.get("Job", []))
         with self.lock:
             self._set_nodes(by_kind.get("Node", []))
-            seen = set()
+            present = {_pod_uid(pod) for pod in by_kind.get("Pod", [])}
+            for uid in [u for u in self._pods if u not in present]:  # gone: free their addresses first
+                ip, endpoint = self._pods.pop(uid)
+                self.addresses.release(ip, now, endpoint)
+            self.host_ports = {}
             for pod in by_kind.get("Pod", []):
-                uid = self._apply_pod(pod, owners, now)
-                if uid:
-                    seen.add(uid)
-            for uid in [u for u in self._pods if u not in seen]:
-                ip, _ = self._pods.pop(uid)
-                self.addresses.release(ip, now)
+                self._apply_pod(pod, owners, now)
             self._set_services(by_kind.get("Service", []), by_kind.get("EndpointSlice", []))
             self.version += 1
 
@@ -166,7 +166,7 @@ class Inventory:
 
     def _apply_pod(self, pod: dict[str, Any], owners: dict[tuple[str, str], tuple[str, str]], now: float) -> str:
         meta, spec, status = pod.get("metadata", {}), pod.get("spec", {}), pod.get("status", {})
-        uid = meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
+        uid = _pod_uid(pod)
         ip = status.get("podIP")
         if not ip or status.get("phase") in ("Succeeded", "Failed"):
             return ""
@@ -212,6 +212,11 @@ class Inventory:
             return self.host_ports[(ip, port)]
         node = self.node_by_ip.get(ip)
         return self.nodes.get(node) if node else None
+
+
+def _pod_uid(pod: dict[str, Any]) -> str:
+    meta = pod.get("metadata", {})
+    return meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def _owner_table(objects: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[str, str]]:
