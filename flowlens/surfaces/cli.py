@@ -184,6 +184,54 @@ def flows(
                         refresh=True)
 
 
+@app.command()
+def probe(
+    url: Annotated[str, typer.Argument(help="Endpoint: .../v1/completions, .../v1/chat/completions or "
+                                       ".../sdapi/v1/txt2img.")],
+    requests: Annotated[int, typer.Option("--requests", "-n", help="Requests to send.")] = 10,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Requests in flight at once.")] = 1,
+    model: Annotated[str, typer.Option(help="Model name for OpenAI-compatible servers.")] = "default",
+    prompt: Annotated[str, typer.Option(help="Prompt to send.")] = "Describe a dog in one paragraph.",
+    max_tokens: Annotated[int, typer.Option(help="Output tokens to ask for.")] = 64,
+    steps: Annotated[int, typer.Option(help="Steps for Stable Diffusion requests.")] = 16,
+    size: Annotated[int, typer.Option(help="Image width and height for Stable Diffusion requests.")] = 512,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary (and every request) as JSON.")] = False,
+    output: Annotated[Path | None, typer.Option(help="Also append each request as a JSON line to this file.")]
+    = None,
+) -> None:
+    """Measure TTFT, end-to-end latency, inter-token latency and output tokens/s of an inference endpoint."""
+    from functools import partial
+
+    from flowlens.signals import probe as probing
+
+    kind = "sdapi" if "/sdapi/" in url else "openai"
+    if kind == "sdapi":
+        payload = {"prompt": prompt, "steps": steps, "width": size, "height": size}
+        request = partial(probing.sdapi_request, url=url, payload=payload)
+    else:
+        request = partial(probing.openai_request, url=url, model=model, prompt=prompt, max_tokens=max_tokens)
+    summary = probing.run(url, kind, requests, concurrency, lambda client: request(client))
+    if output is not None:
+        with output.open("a") as f:
+            for result in summary.results:
+                f.write(json.dumps({"target": url, **probing.asdict(result)}) + "\n")
+    if as_json:
+        sys.stdout.write(json.dumps(summary.to_json(with_requests=True), indent=2) + "\n")
+        return
+    console = Console()
+    console.print(f"{summary.kind} probe of {url}: {summary.requests} requests, {summary.failures} failed, "
+                  f"{summary.duration_s:.2f} s")
+    for name, stats in (("TTFT", summary.ttft_s), ("end-to-end", summary.e2e_s), ("inter-token", summary.itl_s)):
+        if stats:
+            console.print(f"  {name:<12} mean {stats['mean'] * 1000:8.1f} ms   p50 {stats['p50'] * 1000:8.1f} ms   "
+                          f"p90 {stats['p90'] * 1000:8.1f} ms   p99 {stats['p99'] * 1000:8.1f} ms")
+    console.print(f"  output       {summary.output_tokens} tokens, {summary.output_tokens_per_s:.1f} tokens/s")
+    if summary.failures:
+        first = next(r for r in summary.results if not r.ok)
+        err_console.print(f"[yellow]first failure:[/] status {first.status} {first.error}")
+        raise typer.Exit(1)
+
+
 @app.command("metrics-doc")
 def metrics_doc() -> None:
     """Print the reference of every exported metric (Markdown), as docs/metrics.md holds it."""

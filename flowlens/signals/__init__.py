@@ -1,0 +1,1 @@
+"""Inference signals: what users feel (TTFT, latency, tokens/s, model loads), measured or scraped."""
