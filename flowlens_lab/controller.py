@@ -108,22 +108,25 @@ def _memory_probe(node_ns: str, ip: str) -> bool:
 
 
 def run() -> None:
-    from inference_workload.autoscaler import QueueScaler
+    from inference_workload.autoscaler import ScalePolicy, ScalerState, decide
 
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     state = lab_state.read()
     spec = state["spec"]
-    scaler = QueueScaler(target=spec["target_per_replica"], min_replicas=spec["runtime_min"],
-                         max_replicas=spec["runtime_max"], cooldown=spec["cooldown_s"])
-    queue_url = state["aws"]["runtimes"][lab.RUNTIME[1]]["queue_url"]
+    policy = ScalePolicy(target=spec["target_per_replica"], min_replicas=spec["runtime_min"],
+                         max_replicas=spec["runtime_max"], cooldown=spec["cooldown_s"],
+                         stabilization=spec["cooldown_s"], polling_interval=spec["polling_s"])
+    scaler = ScalerState(len(runtime_pods(state)))
+    queue_url = state["aws"]["runtimes"][lab.RUNTIME[1]]["url"]
     while not stop["now"]:
         started = time.monotonic()
         try:
             depth = aws_side.queue_depth(spec["region"], queue_url)
             state = lab_state.read()
             current = len(runtime_pods(state))
-            desired = scaler.desired(depth, current, time.monotonic())
+            scaler = decide(scaler, depth, time.monotonic(), policy)
+            desired = scaler.replicas
             if desired != current:
                 event(f"autoscaler: queue depth {depth}, replicas {current} -> {desired}")
                 scale_to(desired)

@@ -28,7 +28,7 @@ HOSTS = {"sdruntime-service": "10.96.0.10", "sdruntime-service.sdruntime.svc.clu
 
 
 # The node's shapers stand in for ENA's allowance statistics.
-ALLOWANCE_QDISCS = "bw_in_allowance_exceeded=ifb0,bw_out_allowance_exceeded=eth0"
+ALLOWANCE_QDISCS = "bw_in_allowance_exceeded=ifb0:eth0,bw_out_allowance_exceeded=eth0"
 
 
 def agent_command(interval: float) -> Callable[[dict[str, Any]], list[str]]:
@@ -80,11 +80,12 @@ def ui_container(spec: LabSpec) -> dict[str, Any]:
 def runtime_containers(state: dict[str, Any]) -> list[dict[str, Any]]:
     spec, made = state["spec"], state["aws"]
     env = aws_side.aws_env(spec["region"])
-    queue = made["runtimes"][RUNTIME[1]]["queue_url"]
+    queue = made["runtimes"][RUNTIME[1]]["url"]
     return [
         {"name": "runtime", "ports": [RUNTIME_PORT], "env": env,
          "command": [processes.PYTHON, "-m", "inference_workload.runtime", "--host", "0.0.0.0", "--port",
-                     str(RUNTIME_PORT), "--model-bucket", made["models_bucket"], "--model-key", made["model_key"]]},
+                     str(RUNTIME_PORT), "--model-bucket", made["models_bucket"], "--model-key", made["model_key"],
+                     "--part-size-mib", "16"]},
         {"name": "queue-agent", "env": env,
          "command": [processes.PYTHON, "-m", "inference_workload.queue_agent", "--queue-url", queue,
                      "--runtime-url", f"http://127.0.0.1:{RUNTIME_PORT}", "--output-bucket", made["output_bucket"],

@@ -64,20 +64,25 @@ class NodeReaders:
             self.ethtool.close()
 
 
-def parse_allowance_qdiscs(spec: str) -> dict[str, str]:
-    """``"bw_in_allowance_exceeded=ifb0,bw_out_allowance_exceeded=eth0"`` → {stat: iface}."""
-    out: dict[str, str] = {}
+def parse_allowance_qdiscs(spec: str) -> dict[str, tuple[str, str]]:
+    """``"bw_in_allowance_exceeded=ifb0:eth0,bw_out_allowance_exceeded=eth0"`` → {stat: (shaper, nic)}.
+
+    The shaper is the interface whose root qdisc drops; the NIC, the uplink the statistic is
+    reported for (an ingress shaper sits on an ifb, but the allowance belongs to the uplink).
+    """
+    out: dict[str, tuple[str, str]] = {}
     for item in filter(None, (part.strip() for part in spec.split(","))):
-        stat, _, iface = item.partition("=")
-        if stat not in ENA_ALLOWANCE_STATS or not iface:
-            raise ConfigError(f"allowance-qdiscs entry {item!r} must be STAT=IFACE with STAT one of "
+        stat, _, target = item.partition("=")
+        shaper, _, nic = target.partition(":")
+        if stat not in ENA_ALLOWANCE_STATS or not shaper:
+            raise ConfigError(f"allowance-qdiscs entry {item!r} must be STAT=IFACE[:NIC] with STAT one of "
                               + ", ".join(ENA_ALLOWANCE_STATS))
-        out[stat] = iface
+        out[stat] = (shaper, nic or shaper)
     return out
 
 
 def node_families(readings: list[NamespaceCounters], node: str, instance_id: str,
-                  allowance_qdiscs: dict[str, str]) -> list[Metric]:
+                  allowance_qdiscs: dict[str, tuple[str, str]]) -> list[Metric]:
     fams = {name: family(name) for name in _NODE_METRICS}
     host = next((r for r in readings if r.is_host), None)
     for reading in readings:
@@ -154,21 +159,24 @@ def _pod_family(fams: dict[str, Metric], reading: NamespaceCounters, host: Names
             fams["egress_flow"].add_metric(labels, reading.mib.active_opens)
 
 
-def _allowances(fams: dict[str, Metric], host: NamespaceCounters, node: str, instance_id: str,
-                allowance_qdiscs: dict[str, str]) -> None:
-    for iface, (driver, stats) in sorted(host.nics.items()):
-        for stat, value in stats.items():
-            fams["flowlens_nic_allowance_exceeded_total"].add_metric([iface, driver, stat], value)
-            fams[stat].add_metric([instance_id, iface, node], value)
-    if not allowance_qdiscs:
-        return
+def allowance_readings(host: NamespaceCounters, allowance_qdiscs: dict[str, tuple[str, str]]
+                       ) -> list[tuple[str, str, str, int]]:
+    """(nic, driver, statistic, cumulative value): ENA's statistics, or the shapers standing in for them."""
+    out = [(iface, driver, stat, value) for iface, (driver, stats) in sorted(host.nics.items())
+           for stat, value in stats.items()]
     by_name = {link.name: link.ifindex for link in host.links}
-    for stat, iface in allowance_qdiscs.items():
-        ifindex = by_name.get(iface)
-        roots = [q for q in host.qdiscs if q.ifindex == ifindex and q.parent == "root"]
+    for stat, (shaper, nic) in allowance_qdiscs.items():
+        roots = [q for q in host.qdiscs if q.ifindex == by_name.get(shaper) and q.parent == "root"]
         if roots:
-            fams["flowlens_nic_allowance_exceeded_total"].add_metric([iface, "qdisc", stat], roots[0].drops)
-            fams[stat].add_metric([instance_id, iface, node], roots[0].drops)
+            out.append((nic, "qdisc", stat, roots[0].drops))
+    return out
+
+
+def _allowances(fams: dict[str, Metric], host: NamespaceCounters, node: str, instance_id: str,
+                allowance_qdiscs: dict[str, tuple[str, str]]) -> None:
+    for nic, driver, stat, value in allowance_readings(host, allowance_qdiscs):
+        fams["flowlens_nic_allowance_exceeded_total"].add_metric([nic, driver, stat], value)
+        fams[stat].add_metric([instance_id, nic, node], value)
 
 
 def safe_read(readers: NodeReaders, label: str, is_host: bool) -> NamespaceCounters | None:

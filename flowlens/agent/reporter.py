@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from flowlens import __version__
-from flowlens.agent.node import NamespaceCounters
+from flowlens.agent.node import NamespaceCounters, allowance_readings
 from flowlens.agent.sampler import CycleResult
 from flowlens.kernel.ethtool import ENA_ALLOWANCE_STATS
 from flowlens.model.report import SCHEMA_VERSION
@@ -37,7 +37,7 @@ INGEST_PATH = "/api/v1/reports"
 class NodeDeltas:
     """Turns the node's cumulative counters (uplinks, allowances, TCP MIB) into per-interval deltas."""
 
-    def __init__(self, allowance_qdiscs: dict[str, str]) -> None:
+    def __init__(self, allowance_qdiscs: dict[str, tuple[str, str]]) -> None:
         self.allowance_qdiscs = allowance_qdiscs
         self._last: dict[tuple[str, str], int] = {}
 
@@ -51,17 +51,12 @@ class NodeDeltas:
         if host is None:
             return {"interfaces": [], "tcp_retransmitted_segments": 0}
         allowance: dict[str, dict[str, int]] = {}
-        for iface, (_driver, stats) in host.nics.items():
-            allowance[iface] = dict(stats)
-        by_name = {link.name: link.ifindex for link in host.links}
-        for stat, iface in self.allowance_qdiscs.items():
-            roots = [q for q in host.qdiscs if q.ifindex == by_name.get(iface) and q.parent == "root"]
-            if roots:  # a shaper standing in for ENA: report it on the node's uplink
-                allowance.setdefault(self._uplink(host), {})[stat] = roots[0].drops
+        for nic, _driver, stat, value in allowance_readings(host, self.allowance_qdiscs):
+            allowance.setdefault(nic, {})[stat] = value
         interfaces = []
         for link in host.links:
-            if link.kind or link.name == "lo":
-                continue  # physical uplinks only: pod veths are accounted by their flows
+            if link.name == "lo" or (link.kind and link.name not in allowance):
+                continue  # uplinks only: pod veths are accounted by their flows
             entry = {"iface": link.name, "rx_bytes": self._delta((link.name, "rx"), link.rx_bytes),
                      "tx_bytes": self._delta((link.name, "tx"), link.tx_bytes)}
             for stat in ENA_ALLOWANCE_STATS:
@@ -70,13 +65,6 @@ class NodeDeltas:
             interfaces.append(entry)
         retrans = host.mib.retrans_segs if host.mib is not None else 0
         return {"interfaces": interfaces, "tcp_retransmitted_segments": self._delta(("tcp", "retrans"), retrans)}
-
-    @staticmethod
-    def _uplink(host: NamespaceCounters) -> str:
-        for link in host.links:
-            if link.name == "eth0" or (link.kind in ("", "veth") and link.name != "lo"):
-                return link.name
-        return "eth0"
 
 
 def build_report(result: CycleResult, node: str, instance_id: str, node_delta: dict[str, Any]) -> dict[str, Any]:

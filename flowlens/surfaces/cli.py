@@ -79,7 +79,7 @@ InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance
 
 AllowanceOpt = Annotated[str | None, typer.Option("--allowance-qdiscs", help="Report a shaper's drops as ENA "
                                                   "allowance statistics where the node has no ENA, e.g. "
-                                                  "bw_in_allowance_exceeded=ifb0,bw_out_allowance_exceeded=eth0 "
+                                                  "bw_in_allowance_exceeded=ifb0:eth0,bw_out_allowance_exceeded=eth0 "
                                                   "(env FLOWLENS_ALLOWANCE_QDISCS).", show_default=False)]
 
 
