@@ -45,8 +45,8 @@ MISSING_CYCLES_BEFORE_LOST = 3
 class _Track:
     """What the agent remembers about one live socket between observations."""
 
-    __slots__ = ("client", "established", "fin", "fingerprint", "key", "last", "missing", "received", "rtt",
-                 "rtt_epoch", "seen", "sent")
+    __slots__ = ("attempt", "client", "established", "fin", "fingerprint", "key", "last", "missing", "received",
+                 "resolving", "rtt", "rtt_epoch", "seen", "sent")
 
     def __init__(self, key: FlowKey, client: bool, last: TcpSocket | None, sent: int, received: int,
                  established: bool) -> None:
@@ -62,6 +62,8 @@ class _Track:
         self.fingerprint: tuple[int, ...] = ()
         self.rtt: list[int] = []
         self.rtt_epoch = -1
+        self.attempt = False  # a connection attempt not yet counted
+        self.resolving = False  # a ClusterIP whose NAT entry did not exist yet at first sight
 
 
 @dataclass(slots=True)
@@ -115,9 +117,13 @@ def _sent_payload(sock: TcpSocket, client: bool, final: bool) -> int:
 class NamespaceAccountant:
     """Accumulates one namespace's per-flow deltas for the current interval."""
 
-    def __init__(self, label: str, roles: RoleResolver | None = None) -> None:
+    def __init__(self, label: str, roles: RoleResolver | None = None,
+                 resolve_service: Callable[[str, int, str, int], tuple[str, int] | None] | None = None) -> None:
         self.label = label
         self.roles = roles or RoleResolver()
+        # (client ip, port, service ip, port) → the backend a NATed connection reached, or None.
+        self.resolve_service = resolve_service
+        self.service_ips: dict[FlowKey, str] = {}
         self.tracks: dict[int, _Track] = {}
         self.interval: dict[FlowKey, FlowCounters] = {}
         self.rtt_samples: dict[FlowKey, list[int]] = {}
@@ -188,7 +194,7 @@ class NamespaceAccountant:
     def _new_track(self, sock: TcpSocket, baseline: bool) -> _Track:
         client = self.roles.is_client(sock)
         if client:
-            key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.remote_port, CLIENT)
+            key = self._client_key(sock)
         else:
             key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.local_port, SERVER)
         if baseline:
@@ -196,19 +202,44 @@ class NamespaceAccountant:
                            self._received_payload(sock, False, False), established=sock.delivered > 0)
         else:
             track = _Track(key, client, None, 0, 0, established=False)
-            if client:
-                self._counters(key).connections_attempted += 1
+            track.attempt = client
+        # A SYN still waiting for its first hop has no conntrack entry yet: resolve it later.
+        track.resolving = (client and sock.state == SYN_SENT and key.remote_ip == sock.remote_ip
+                           and self.resolve_service is not None)
         self.tracks[sock.cookie] = track
-        self.active[key] = self.active.get(key, 0) + 1
+        self._count_active(key, 1)
         return track
 
-    def _drop(self, cookie: int) -> None:
-        track = self.tracks.pop(cookie)
-        left = self.active[track.key] - 1
-        if left:
-            self.active[track.key] = left
+    def _client_key(self, sock: TcpSocket) -> FlowKey:
+        """A client's flow goes to the peer it actually reached: a ClusterIP is resolved to the
+        backend through conntrack, and the ClusterIP is kept beside the flow."""
+        if self.resolve_service is not None:
+            target = self.resolve_service(sock.local_ip, sock.local_port, sock.remote_ip, sock.remote_port)
+            if target is not None:
+                key = FlowKey(self.label, sock.local_ip, target[0], target[1], CLIENT)
+                self.service_ips[key] = sock.remote_ip
+                return key
+        return FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.remote_port, CLIENT)
+
+    def _resolve_late(self, track: _Track, sock: TcpSocket) -> None:
+        key = self._client_key(sock)
+        if key != track.key:
+            self._count_active(track.key, -1)
+            self._count_active(key, 1)
+            track.key, track.rtt_epoch = key, -1
+            track.resolving = False
+        elif sock.state != SYN_SENT:
+            track.resolving = False  # past the handshake and still not NATed: it is not
+
+    def _count_active(self, key: FlowKey, change: int) -> None:
+        left = self.active.get(key, 0) + change
+        if left > 0:
+            self.active[key] = left
         else:
-            del self.active[track.key]
+            self.active.pop(key, None)
+
+    def _drop(self, cookie: int) -> None:
+        self._count_active(self.tracks.pop(cookie).key, -1)
 
     def _counters(self, key: FlowKey) -> FlowCounters:
         counters = self.interval.get(key)
@@ -223,7 +254,12 @@ class NamespaceAccountant:
         return sock.bytes_received
 
     def _apply(self, track: _Track, sock: TcpSocket, final: bool) -> None:
+        if track.resolving:
+            self._resolve_late(track, sock)
         c = self._counters(track.key)
+        if track.attempt:
+            c.connections_attempted += 1
+            track.attempt = False
         last = track.last
         sent = _sent_payload(sock, track.client, final)
         received = max(track.received, self._received_payload(sock, track.fin, final))

@@ -17,7 +17,7 @@ def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
         rows.append({
             "netns": key.netns, "protocol": key.protocol, "local_ip": key.local_ip,
             "remote_ip": key.remote_ip, "server_port": key.server_port, "role": key.role,
-            "start": result.start, "end": result.end,
+            "service_ip": result.service_ips.get(key), "start": result.start, "end": result.end,
             "sent_bytes": c.sent_bytes, "received_bytes": c.received_bytes,
             "sent_segments": c.segs_out, "received_segments": c.segs_in,
             "retransmitted_segments": c.retransmitted_segments, "retransmitted_bytes": c.retransmitted_bytes,

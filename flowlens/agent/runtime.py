@@ -85,7 +85,8 @@ class Agent:
     def __init__(self, config: AgentConfig, sampler: Sampler | None = None) -> None:
         self.config = config
         self.sampler = sampler or Sampler(config.proc, config.run_netns, namespaces=config.all_namespaces,
-                                          only=tuple(p for p in config.namespaces.split(",") if p))
+                                          only=tuple(p for p in config.namespaces.split(",") if p),
+                                          service_cidrs=config.service_cidrs)
         self.series = FlowSeries(config.max_flow_series, config.idle_grace)
         self.stats = SelfStats()
         self.allowance_qdiscs = parse_allowance_qdiscs(config.allowance_qdiscs)

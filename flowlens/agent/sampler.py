@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from flowlens.agent.accounting import NamespaceAccountant, RoleResolver
 from flowlens.agent.node import NamespaceCounters, NodeReaders, safe_read
+from flowlens.agent.services import ServiceResolver
 from flowlens.kernel.netns import HOST_LABEL, Netns, discover, entered
 from flowlens.kernel.sock_diag import DestroyEvents, SockDiag
 from flowlens.model.errors import FlowlensError, PrivilegeError
@@ -53,11 +54,12 @@ def effective_capabilities(proc: str = "/proc") -> int:
 class NamespaceWatch:
     """The agent's open handles on one network namespace."""
 
-    def __init__(self, ns: Netns, is_host: bool, event_buffer: int = EVENT_BUFFER) -> None:
+    def __init__(self, ns: Netns, is_host: bool, event_buffer: int = EVENT_BUFFER,
+                 resolve_service: ServiceResolver | None = None) -> None:
         self.ns = ns
         self.is_host = is_host
         self.event_buffer = event_buffer
-        self.accountant = NamespaceAccountant(ns.label, RoleResolver(read_ephemeral_range()))
+        self.accountant = NamespaceAccountant(ns.label, RoleResolver(read_ephemeral_range()), resolve_service)
         self.sockets = 0
         if is_host:
             self._open()
@@ -137,11 +139,13 @@ class Sampler:
     def __init__(self, proc: str = "/proc", run_netns: str = "/run/netns",
                  clock: Callable[[], float] = time.time, namespaces: bool = True,
                  node_counters: bool = True, event_buffer: int = EVENT_BUFFER,
-                 only: tuple[str, ...] = ()) -> None:
+                 only: tuple[str, ...] = (), service_cidrs: str = "") -> None:
         self.proc, self.run_netns, self.clock = proc, run_netns, clock
         self.node_counters = node_counters
         self.event_buffer = event_buffer
         self.only = only  # glob patterns of namespace labels to watch besides the agent's own
+        # Opened in the agent's own namespace, where kube-proxy's DNAT and its conntrack live.
+        self.services = ServiceResolver(service_cidrs) if service_cidrs else None
         self.all_namespaces = namespaces
         self.watches: dict[int, NamespaceWatch] = {}
         self._released: list[NamespaceWatch] = []
@@ -188,7 +192,7 @@ class Sampler:
 
     def _attach(self, ns: Netns, is_host: bool, baseline: bool) -> None:
         try:
-            watch = NamespaceWatch(ns, is_host, self.event_buffer)
+            watch = NamespaceWatch(ns, is_host, self.event_buffer, self.services)
             watch.prime(baseline)
         except FlowlensError as err:
             if is_host and isinstance(err, PrivilegeError):
@@ -238,12 +242,15 @@ class Sampler:
     def _collect(self, start_wall: float, start_cpu: float, errors: list[str]) -> CycleResult:
         flows: dict[FlowKey, FlowCounters] = {}
         samples: dict[FlowKey, list[int]] = {}
+        service_ips: dict[FlowKey, str] = {}
         active: dict[FlowKey, int] = {}
         sockets = 0
         for watch in [*self.watches.values(), *self._released]:
             interval, rtts = watch.accountant.take_interval()
             flows.update(interval)  # keys carry the namespace label, so they never collide
             samples.update(rtts)
+            known = watch.accountant.service_ips
+            service_ips.update({key: known[key] for key in interval if key in known})
             self._merge(watch)
         self._released.clear()
         node = []
@@ -255,6 +262,7 @@ class Sampler:
         now = self.clock()
         result = CycleResult(
             start=self._last_end, end=now, flows=flows, rtt_samples=samples, active_sockets=active, node=node,
+            service_ips=service_ips,
             sockets=sockets, namespaces=len(self.watches), errors=errors,
             collect_seconds=time.perf_counter() - start_wall, cpu_seconds=time.process_time() - start_cpu,
         )
@@ -265,3 +273,5 @@ class Sampler:
         for watch in self.watches.values():
             watch.close()
         self.watches.clear()
+        if self.services is not None:
+            self.services.close()

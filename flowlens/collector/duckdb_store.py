@@ -73,6 +73,7 @@ from flowlens.model.queries import (
 T = TypeVar("T")
 MAX_POINTS = 100_000
 _GROUP_ROWS = 500_000  # a group commit stops taking queued reports past this many flow rows
+_BIG_BATCH = 100_000  # rows: from here on, hash first and insert numbers (see _insert_flows)
 _HASH = f"hash({', '.join(KEY_COLUMNS)})"
 _ROLLUPS = {("flows", "minute"): "flows_1m", ("flows", "hour"): "flows_1h", ("nodes", "minute"): "nodes_1m",
             ("nodes", "hour"): "nodes_1h"}
@@ -102,7 +103,9 @@ class DuckDBStore:
 
     def __init__(self, path: str | Path = ":memory:", retention: Retention | None = None, *,
                  threads: int | None = None, memory_limit: str | None = None, read_rollups: bool = True) -> None:
-        config: dict[str, Any] = {}
+        # Rows need no order inside a table (every query groups or sorts), and without it DuckDB
+        # inserts in parallel: ingest is ~2x faster on two cores.
+        config: dict[str, Any] = {"preserve_insertion_order": False}
         if threads:
             config["threads"] = threads
         if memory_limit:
@@ -262,8 +265,15 @@ class DuckDBStore:
         """Counters go in under the hash of the key columns; the ids come back, and those never
         seen before have their key columns stored once (rare once a flow has been seen)."""
         w = self._writer
-        ids = w.execute(f"INSERT INTO flow_intervals SELECT time_start, time_end, {_HASH}, {', '.join(COUNTERS)} "
-                        "FROM _batch RETURNING flow_id").fetchnumpy()["flow_id"]
+        facts = f"SELECT time_start, time_end, {_HASH} AS flow_id, {', '.join(COUNTERS)} FROM _batch"
+        if flows.num_rows < _BIG_BATCH:
+            ids = w.execute(f"INSERT INTO flow_intervals {facts} RETURNING flow_id").fetchnumpy()["flow_id"]
+        else:
+            # RETURNING makes the insert single-threaded; for big batches hashing in a parallel
+            # query first and inserting plain numbers is faster.
+            table = w.sql(facts).to_arrow_table()
+            _with(w, "_facts", table, lambda: _run(w, "INSERT INTO flow_intervals SELECT * FROM _facts"))
+            ids = table["flow_id"].to_numpy()
         ids = np.asarray(ids, np.uint64)
         missing = self._ids.missing(ids)
         new_ids = np.unique(ids[missing]) if missing.any() else None

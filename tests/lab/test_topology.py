@@ -127,3 +127,38 @@ def test_down_removes_everything(mini_lab):
     cluster.add_pod("shop", "web", mini_lab["a"]["name"], [http_server()], {}, ready=True)
     teardown.down()
     assert teardown.leftovers() == []
+
+
+def test_node_agent_attributes_cluster_ip_connections_to_the_backend_reached(mini_lab):
+    """The agent of the client's node resolves the ClusterIP through the node's conntrack."""
+    import subprocess
+    import sys
+
+    web = cluster.add_pod("shop", "web", mini_lab["a"]["name"], [http_server()], {}, ready=True)
+    client = cluster.add_pod("ui", "client", mini_lab["b"]["name"], [], {}, ready=True)
+    wait_listening(web)
+    node_b = mini_lab["b"]
+    agent = subprocess.Popen(["ip", "netns", "exec", node_b["ns"], sys.executable, "-m", "flowlens", "agent",
+                              "--port", "9101", "--interval", "0.5", "--namespaces", f"fll-pod-{node_b['id']}-*",
+                              "--service-cidrs", "10.96.0.0/16"], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 15
+        while curl(node_b["ns"], "http://127.0.0.1:9101/healthz") != "200" and time.time() < deadline:
+            time.sleep(0.2)
+        assert curl(client["ns"], "http://10.96.0.20:80/") == "200"
+        rows = []
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            rows = json.loads(in_ns(node_b["ns"], "curl", "-s", "http://127.0.0.1:9101/flows"))["flows"]
+            rows = [r for r in rows if r["netns"] == client["ns"] and r["role"] == "client"]
+            if rows:
+                break
+            time.sleep(0.3)
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    assert len(rows) == 1, rows
+    row = rows[0]
+    assert (row["remote_ip"], row["server_port"], row["service_ip"]) == (web["ip"], 8080, "10.96.0.20")
+    assert row["connections_established"] == 1 and row["received_bytes"] > 0

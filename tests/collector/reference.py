@@ -1,0 +1,86 @@
+"""A plain-Python reference for the store's queries, built only from the analysis rules.
+
+It walks rows one by one with ``predicates.evaluate``, ``identity.map_node`` and the view and
+ownership rules, so it shares the *meaning* with the store but none of its SQL, rollups or
+storage. Tests compare the engine with it on random data.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from flowlens.analysis.identity import client_side, end_of, map_node
+from flowlens.analysis.predicates import all_of, evaluate
+from flowlens.analysis.views import COUNTS_TRAFFIC, filter_predicate, view_predicate
+from flowlens.model.queries import Edge, Endpoint, FlowFilter, FlowRow, MapLevel, View
+
+SUMS = ("to_server", "to_client", "retransmitted_segments", "rto", "received_out_of_order", "connection_attempts",
+        "connections_failed", "rtt_sum_us", "rtt_samples")
+
+
+def _selected(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None = None) -> list[dict[str, Any]]:
+    pred = all_of(filter_predicate(flt), view_predicate(view))
+    return [r for r in rows if _in_range(r["time_start"], flt) and evaluate(pred, r)]
+
+
+def _in_range(t: datetime, flt: FlowFilter) -> bool:
+    return (flt.since is None or t >= flt.since) and (flt.until is None or t < flt.until)
+
+
+def _oriented(row: dict[str, Any]) -> dict[str, int]:
+    owner = evaluate(COUNTS_TRAFFIC, row)
+    client = row["role"] == "client"
+    return {
+        "to_server": owner * (row["sent_bytes"] if client else row["received_bytes"]),
+        "to_client": owner * (row["received_bytes"] if client else row["sent_bytes"]),
+        "retransmitted_segments": row["retransmitted_segments"], "rto": row["rto"],
+        "received_out_of_order": row["received_out_of_order"],
+        "connection_attempts": owner * row["connection_attempts"],
+        "connections_failed": owner * row["connections_failed"],
+        "rtt_sum_us": row["rtt_sum_us"], "rtt_samples": row["rtt_samples"],
+    }
+
+
+def _rtt(row: dict[str, Any]) -> float | None:
+    return row["rtt_sum_us"] / row["rtt_samples"] if row["rtt_samples"] else None
+
+
+def _max(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def service_map(rows: list[dict[str, Any]], flt: FlowFilter, level: MapLevel) -> set[Edge]:
+    sums: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SUMS, 0))
+    rtt_max: dict[tuple, float | None] = defaultdict(lambda: None)
+    flows: dict[tuple, set] = defaultdict(set)
+    for row in _selected(rows, flt):
+        c, s = client_side(row)
+        key = (map_node(level, end_of(row, c)), map_node(level, end_of(row, s)), row["category"])
+        for name, value in _oriented(row).items():
+            sums[key][name] += value
+        rtt_max[key] = _max(rtt_max[key], _rtt(row))
+        flows[key].add((row[f"{c}_ip"], row[f"{s}_ip"], row["server_port"]))
+    return {Edge(src, dst, cat, *(sums[k][n] for n in SUMS), rtt_max[k], len(flows[k]))
+            for k in sums for src, dst, cat in [k]}
+
+
+ENDPOINT = ("ip", "pod", "namespace", "workload", "node", "zone", "cloud_service", "region")
+
+
+def flow_table(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None) -> list[FlowRow]:
+    sums: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SUMS, 0))
+    extra: dict[tuple, list] = defaultdict(lambda: [None, None, None])  # client service, server service, rtt max
+    for row in _selected(rows, flt, view):
+        c, s = client_side(row)
+        key = (tuple(row[f"{c}_{n}"] for n in ENDPOINT), tuple(row[f"{s}_{n}"] for n in ENDPOINT),
+               row["server_port"], row["category"])
+        for name, value in _oriented(row).items():
+            sums[key][name] += value
+        e = extra[key]
+        e[0], e[1], e[2] = _max(e[0], row[f"{c}_service"]), _max(e[1], row[f"{s}_service"]), _max(e[2], _rtt(row))
+    return [FlowRow(Endpoint(**dict(zip(ENDPOINT, ce, strict=True)), service=extra[k][0]),
+                    Endpoint(**dict(zip(ENDPOINT, se, strict=True)), service=extra[k][1]), port, cat,
+                    *(sums[k][n] for n in SUMS), extra[k][2])
+            for k in sums for ce, se, port, cat in [k]]
