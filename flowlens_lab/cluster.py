@@ -79,7 +79,7 @@ def set_node_type(pool: str, instance_type: str) -> list[str]:
     if instance_type not in NODE_TYPES:
         raise LabError(f"unknown instance type {instance_type!r}: choose one of {', '.join(NODE_TYPES)}")
     with lab_state.locked() as state:
-        state["spec"].setdefault("pool_types", {})[pool] = instance_type
+        state.setdefault("pool_types", {})[pool] = instance_type
         changed = [n for n in state["nodes"].values() if n["pool"] == pool]
         for node in changed:
             node["instance_type"] = instance_type
@@ -90,7 +90,7 @@ def set_node_type(pool: str, instance_type: str) -> list[str]:
 
 
 def pool_type(state: dict[str, Any], pool: str, default: str) -> str:
-    return state["spec"].get("pool_types", {}).get(pool, default)
+    return state.get("pool_types", {}).get(pool, default)
 
 
 # -- pods -------------------------------------------------------------------------------
