@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from flowlens.kernel.netns import entered
 from flowlens_lab import network, processes
 from flowlens_lab.shell import LabError
-from flowlens_lab.spec import API_IP, API_PORT, AWS_PORT, AWS_SERVICES_IP
+from flowlens_lab.spec import API_IP, API_PORT, AWS_PORT, AWS_SERVICES_IP, SERVICE_IPS
 
 T = TypeVar("T")
 
@@ -27,9 +27,22 @@ MODEL_KEY = "sdxl-turbo/model.safetensors"
 
 
 def aws_env(region: str) -> dict[str, str]:
-    """The environment every AWS client of the lab gets (pods, API, the lab itself)."""
-    return {"AWS_ENDPOINT_URL": ENDPOINT, "AWS_DEFAULT_REGION": region,
-            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    """The environment every AWS client of the lab gets (pods, API, the lab itself): each service
+    at its own address, as S3, SQS and SNS are in a region, so flows tell them apart."""
+    env = {"AWS_ENDPOINT_URL": ENDPOINT, "AWS_DEFAULT_REGION": region,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    for service, ip in SERVICE_IPS.items():
+        env[f"AWS_ENDPOINT_URL_{service}"] = f"http://{ip}:{AWS_PORT}"
+    return env
+
+
+def ip_ranges(region: str) -> dict[str, Any]:
+    """The lab's regional services in AWS's ip-ranges.json format, for the collector."""
+    prefixes = [{"ip_prefix": f"{ip}/32", "region": region, "service": service, "network_border_group": region}
+                for service, ip in SERVICE_IPS.items()]
+    prefixes.append({"ip_prefix": f"{API_IP}/32", "region": region, "service": "API_GATEWAY",
+                     "network_border_group": region})
+    return {"syncToken": "0", "createDate": "2026-01-01-00-00-00", "prefixes": prefixes, "ipv6_prefixes": []}
 
 
 @contextmanager
@@ -58,7 +71,7 @@ def in_namespace(ns: str, fn: Callable[[], T]) -> T:
 
 def start_services(region: str) -> None:
     python = processes.PYTHON
-    processes.start("aws-services", [python, "-m", "moto.server", "-H", AWS_SERVICES_IP, "-p", str(AWS_PORT)],
+    processes.start("aws-services", [python, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(AWS_PORT)],
                     netns=network.AWS_NS, env=aws_env(region))
     wait_http(network.AWS_NS, f"{ENDPOINT}/moto-api/", "the S3/SNS/SQS server")
 

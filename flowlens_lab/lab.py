@@ -15,7 +15,16 @@ from typing import Any
 from flowlens_lab import aws_side, cluster, network, processes, teardown
 from flowlens_lab import state as lab_state
 from flowlens_lab.shell import LabError, in_ns
-from flowlens_lab.spec import AGENT_PORT, API_IP, AWS_SERVICES_IP, NODE_TYPES, RUNTIME_PORT, LabSpec
+from flowlens_lab.spec import (
+    AGENT_PORT,
+    API_IP,
+    AWS_SERVICES_IP,
+    COLLECTOR_PORT,
+    NODE_TYPES,
+    RUNTIME_PORT,
+    SERVICE_IPS,
+    LabSpec,
+)
 
 Progress = Callable[[str], None]
 
@@ -32,10 +41,14 @@ ALLOWANCE_QDISCS = "bw_in_allowance_exceeded=ifb0:eth0,bw_out_allowance_exceeded
 
 
 def agent_command(interval: float) -> Callable[[dict[str, Any]], list[str]]:
+    """A node's agent: its pods' namespaces, its shapers as allowances, reporting to the lab's collector."""
     def command(node: dict[str, Any]) -> list[str]:
+        gateway = f"10.{node['zone_index']}.0.1"
         return [processes.PYTHON, "-m", "flowlens", "agent", "--port", str(AGENT_PORT), "--interval", f"{interval:g}",
                 "--namespaces", f"fll-pod-{node['id']}-*", "--node", node["name"], "--instance-id",
-                node["instance_id"], "--allowance-qdiscs", ALLOWANCE_QDISCS]
+                node["instance_id"], "--allowance-qdiscs", ALLOWANCE_QDISCS, "--service-cidrs", "10.96.0.0/16",
+                "--collector", f"http://{gateway}:{COLLECTOR_PORT}",
+                "--spool-dir", str(lab_state.lab_dir() / "spool" / node["id"])]
     return command
 
 
@@ -49,7 +62,7 @@ def up(spec: LabSpec, progress: Progress = lambda _: None) -> dict[str, Any]:
         state["services"][f"{SERVICE['namespace']}/{SERVICE['name']}"] = dict(SERVICE)
     progress("zones, router and regional services")
     network.build_fabric(spec.zones)
-    network.build_aws([AWS_SERVICES_IP, API_IP])
+    network.build_aws([*SERVICE_IPS.values(), API_IP])
     network.write_hosts_file(network.AWS_NS, HOSTS)
     aws_side.start_services(spec.region)
     progress(f"provisioning buckets, topic, queues and {spec.weights_mib} MiB of model weights")
@@ -58,6 +71,10 @@ def up(spec: LabSpec, progress: Progress = lambda _: None) -> dict[str, Any]:
     with lab_state.locked() as state:
         state["aws"] = made
     aws_side.start_api(spec.region, made["task_topic_arn"], made["output_bucket"])
+    progress("collector (the agents report to it; `flowlens map`, `flowlens top` ask it)")
+    cluster.sync()  # the inventory file exists before the collector reads it
+    processes.start("collector", [processes.PYTHON, "-m", "flowlens_lab.collector_proc"])
+    aws_side.wait_http(network.FABRIC, f"http://10.9.0.1:{COLLECTOR_PORT}/healthz", "the collector")
     progress(f"client-ui: {spec.ui_replicas} pods on a {spec.ui_type} node in {spec.ui_zone}")
     ui_node = cluster.add_node("ui", spec.ui_zone, spec.ui_type, agent_command(spec.agent_interval_s))
     for _ in range(spec.ui_replicas):

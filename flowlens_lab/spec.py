@@ -72,8 +72,10 @@ class LabSpec:
 
 
 AWS_GATEWAY = "10.9.0.1"
-AWS_SERVICES_IP = "10.9.0.10"  # the S3/SNS/SQS server
+AWS_SERVICES_IP = "10.9.0.10"  # the S3/SNS/SQS server answers on each service's address
+SERVICE_IPS = {"S3": "10.9.0.10", "SQS": "10.9.0.11", "SNS": "10.9.0.12"}
 API_IP = "10.9.0.20"  # the task API front end
+COLLECTOR_PORT = 9102
 AWS_PORT = 4566
 API_PORT = 8000
 RUNTIME_PORT = 8080

@@ -67,9 +67,17 @@ class NodeDeltas:
         return {"interfaces": interfaces, "tcp_retransmitted_segments": self._delta(("tcp", "retrans"), retrans)}
 
 
+def on_the_network(key: Any) -> bool:
+    """Loopback connections never leave their namespace (a pod's containers talking to each
+    other) and unconnected sockets have no peer: neither belongs in the cluster's flows."""
+    return not (key.remote_ip.startswith("127.") or key.remote_ip in ("::1", "::", "0.0.0.0"))
+
+
 def build_report(result: CycleResult, node: str, instance_id: str, node_delta: dict[str, Any]) -> dict[str, Any]:
     flows = []
     for key, c in result.flows.items():
+        if not on_the_network(key):
+            continue
         flows.append({
             "netns": key.netns, "protocol": key.protocol, "role": key.role, "local_ip": key.local_ip,
             "remote_ip": key.remote_ip, "server_port": key.server_port, "service_ip": result.service_ips.get(key),

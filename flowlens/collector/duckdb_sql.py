@@ -33,7 +33,7 @@ ORIENTED = {
     "to_server": "CASE WHEN owner THEN CASE WHEN is_client THEN sent_bytes ELSE received_bytes END ELSE 0 END",
     "to_client": "CASE WHEN owner THEN CASE WHEN is_client THEN received_bytes ELSE sent_bytes END ELSE 0 END",
     "owned_attempts": "CASE WHEN owner THEN connection_attempts ELSE 0 END",
-    "owned_failed": "connections_failed",
+    "owned_failed": "CASE WHEN owner THEN connections_failed ELSE 0 END",
 }
 ENDPOINT_FIELDS = ("ip", "pod", "namespace", "workload", "node", "zone", "cloud_service", "region")  # + service
 

@@ -34,6 +34,7 @@ class CollectorConfig:
     ip_ranges: str = ""
     region: str = ""
     vpc_cidrs: str = ""
+    rollup_every: float = 30.0
     retention_every: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -67,14 +68,20 @@ class Collector:
             kube = KubernetesSource(self.inventory, self.config.kubeconfig or None)
             kube.start()
             self._sources.append(kube)
-        threading.Thread(target=self._retention, name="retention", daemon=True).start()
+        threading.Thread(target=self._maintain, name="store-maintenance", daemon=True).start()
 
-    def _retention(self) -> None:
-        while not self._stop.wait(self.config.retention_every):
+    def _maintain(self) -> None:
+        """Roll closed minutes up often; apply retention now and then."""
+        last_retention = time.monotonic()
+        while not self._stop.wait(self.config.rollup_every):
             try:
-                self.store.apply_retention(time.time())
-            except Exception as err:  # retention must never stop the collector
-                log.warning("retention failed: %s", err)
+                if time.monotonic() - last_retention >= self.config.retention_every:
+                    self.store.apply_retention(time.time())
+                    last_retention = time.monotonic()
+                else:
+                    self.store.roll_up(time.time())
+            except Exception as err:  # maintenance must never stop the collector
+                log.warning("store maintenance failed: %s", err)
 
     def ingest(self, body: bytes, encoding: str | None, authorization: str | None) -> dict[str, Any]:
         """Check, decode, enrich and store one report; raises IngestError (4xx) when refused."""

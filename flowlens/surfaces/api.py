@@ -3,10 +3,9 @@ at /openapi.json and interactive docs at /docs."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 
 from flowlens import __version__
@@ -41,16 +40,7 @@ def create_app(collector: Collector) -> FastAPI:
     return app
 
 
-def time_range(since: str, until: str | None) -> tuple[datetime, datetime]:
-    """``since`` as a duration back from now (``10m``, ``2h``, ``7d``) or an ISO time."""
-    end = datetime.fromisoformat(until) if until else datetime.now(UTC)
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    if since and since[-1] in units and since[:-1].replace(".", "", 1).isdigit():
-        return end - timedelta(seconds=float(since[:-1]) * units[since[-1]]), end
-    return datetime.fromisoformat(since), end
-
-
 def _add_queries(app: FastAPI, collector: Collector) -> None:
     from flowlens.surfaces.queries import register
 
-    register(app, collector, Query)
+    register(app, collector)

@@ -283,6 +283,15 @@ class _AgentSource:
             time.sleep(min(1.0, body.get("interval", 5) / 5))
 
 
+def _collector_commands() -> None:
+    from flowlens.surfaces.collector_cli import register
+
+    register(app)
+
+
+_collector_commands()
+
+
 def _plug_in_commands() -> None:
     """Sub-commands other packages add (the lab adds `flowlens lab`), found by entry point."""
     for entry in entry_points(group="flowlens.commands"):

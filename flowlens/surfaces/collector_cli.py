@@ -1,0 +1,218 @@
+"""``flowlens collector``, ``flowlens map``, ``flowlens top`` and ``flowlens up``.
+
+The query commands ask a collector over HTTP (the local one by default, ``--collector URL``
+otherwise) and print a table, or the API's JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from flowlens.surfaces.flows_table import human_bytes
+
+ENV = "FLOWLENS_"
+DEFAULT_COLLECTOR = "http://127.0.0.1:9102"
+log = logging.getLogger("flowlens")
+
+CollectorUrl = Annotated[str, typer.Option("--collector", help="Collector to ask.", envvar=ENV + "COLLECTOR_URL")]
+SinceOpt = Annotated[str, typer.Option("--since", help="Range start: 10m, 2h, 7d back from now, or an ISO time.")]
+NamespaceOpt = Annotated[list[str] | None, typer.Option("--namespace", "-N", help="Only flows with an end in "
+                                                        "this Kubernetes namespace (repeatable).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+
+def serve_collector(address: str, port: int, store: str, tokens: list[str], inventory_file: str, kubernetes: bool,
+                    kubeconfig: str, ip_ranges: str, region: str, vpc_cidrs: str,
+                    extra_sockets: tuple[Any, ...] = ()) -> tuple[Any, Any]:
+    """Start a collector in this process (uvicorn on a thread); returns (collector, server).
+
+    ``extra_sockets`` are listening sockets opened elsewhere (another network namespace) that
+    serve the same API."""
+    import uvicorn
+
+    from flowlens.collector.duckdb_store import DuckDBStore
+    from flowlens.collector.service import Collector, CollectorConfig
+    from flowlens.surfaces.api import create_app
+
+    config = CollectorConfig(address=address, port=port, store=store, tokens=tuple(tokens),
+                             inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
+                             ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs)
+    collector = Collector(config, DuckDBStore(store))
+    collector.start()
+    server = uvicorn.Server(uvicorn.Config(create_app(collector), host=address, port=port, log_level="warning",
+                                           access_log=False))
+    thread = threading.Thread(target=server.run, name="collector-http", daemon=True)
+    thread.start()
+    for sock in extra_sockets:
+        extra = uvicorn.Server(uvicorn.Config(server.config.app, fd=sock.fileno(), log_level="warning",
+                                              access_log=False))
+        threading.Thread(target=extra.run, name="collector-http-extra", daemon=True).start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            collector.close()
+            from flowlens.model.errors import FlowlensError
+
+            raise FlowlensError(f"the collector could not listen on {address}:{port}: is the port in use?")
+        time.sleep(0.05)
+    return collector, server
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def collector(
+        address: Annotated[str, typer.Option(help="Address to listen on.", envvar=ENV + "COLLECTOR_ADDRESS")]
+        = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port of the API.", envvar=ENV + "COLLECTOR_PORT")] = 9102,
+        store: Annotated[str, typer.Option(help="DuckDB file of the flow store.", envvar=ENV + "STORE")]
+        = "flowlens.duckdb",
+        token: Annotated[list[str] | None, typer.Option(help="Bearer token agents must present (repeatable; none: "
+                                                         "open).", envvar=ENV + "TOKENS")] = None,
+        inventory_file: Annotated[str, typer.Option(help="Inventory in `kubectl get -o json` shape, reloaded when "
+                                                    "it changes.", envvar=ENV + "INVENTORY_FILE")] = "",
+        kubernetes: Annotated[bool, typer.Option(help="Watch the Kubernetes API (in-cluster or kubeconfig).")]
+        = False,
+        kubeconfig: Annotated[str, typer.Option(help="Kubeconfig for --kubernetes.")] = "",
+        ip_ranges: Annotated[str, typer.Option(help="Cloud IP ranges (AWS ip-ranges.json format): path or URL.",
+                                               envvar=ENV + "IP_RANGES")] = "",
+        region: Annotated[str, typer.Option(help="The cluster's region (for INTER_REGION).", envvar=ENV + "REGION")]
+        = "",
+        vpc_cidrs: Annotated[str, typer.Option(help="Peer VPC ranges, comma-separated (for INTER_VPC).")] = "",
+    ) -> None:
+        """Run the collector: receive agent reports, enrich them, store them, answer queries."""
+        logging.getLogger("flowlens").setLevel(logging.INFO)
+        running, server = serve_collector(address, port, store, token or [], inventory_file, kubernetes, kubeconfig,
+                                          ip_ranges, region, vpc_cidrs)
+        log.info("collector listening on http://%s:%d (API docs at /docs), store %s", address, port, store)
+        try:
+            while not server.should_exit:
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            server.should_exit = True
+        finally:
+            running.close()
+
+    @app.command()
+    def up(
+        port: Annotated[int, typer.Option(help="Collector API port.")] = 9102,
+        agent_port: Annotated[int, typer.Option(help="Agent /metrics port.")] = 9101,
+        interval: Annotated[float, typer.Option(help="Agent interval in seconds.")] = 5.0,
+        store: Annotated[str, typer.Option(help="DuckDB file of the flow store.")] = "flowlens.duckdb",
+        inventory_file: Annotated[str, typer.Option(help="Optional inventory (`kubectl get -o json`).")] = "",
+        ip_ranges: Annotated[str, typer.Option(help="Optional cloud IP ranges file (AWS format).")] = "",
+        duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
+    ) -> None:
+        """Watch this host: an agent and a collector with the embedded store, in one process."""
+        from flowlens.agent.config import load
+        from flowlens.agent.runtime import serving
+
+        logging.getLogger("flowlens").setLevel(logging.INFO)
+        running, server = serve_collector("127.0.0.1", port, store, [], inventory_file, False, "", ip_ranges, "", "")
+        config = load(None, {"port": agent_port, "interval": interval, "collector": f"http://127.0.0.1:{port}",
+                             "spool_dir": store + ".spool", "address": "127.0.0.1"})
+        err = Console(stderr=True)
+        err.print(f"flowlens up: agent on http://127.0.0.1:{agent_port}/metrics reporting every {interval:g}s to the "
+                  f"collector on http://127.0.0.1:{port} (store {store}).\n"
+                  "Ask it: `flowlens map`, `flowlens top --by retransmissions`, `flowlens flows`. Ctrl-C stops.")
+        try:
+            with serving(config) as agent:
+                if duration:
+                    threading.Timer(duration, agent.stop).start()
+                agent.loop()
+        finally:
+            server.should_exit = True
+            running.close()
+
+    @app.command("map")
+    def service_map(
+        collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "1h",
+        level: Annotated[str, typer.Option(help="workload, pod, zone or namespace.")] = "workload",
+        namespace: NamespaceOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        """The service map: who talks to whom, with bytes, retransmissions, failures, RTT, category."""
+        body = _get(collector_url, "/api/v1/map", {"since": since, "level": level, "namespace": namespace or []})
+        if as_json:
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+            return
+        table = Table("from", "to", "category", "bytes →", "bytes ←", "retrans", "ooo", "rto", "failed", "rtt ms",
+                      title=f"service map ({level}, last {since})", title_justify="left")
+        for edge in sorted(body["edges"], key=lambda e: -e["total_bytes"]):
+            table.add_row(_node(edge["source"]), _node(edge["destination"]), edge["category"],
+                          human_bytes(edge["bytes_to_destination"]), human_bytes(edge["bytes_to_source"]),
+                          str(edge["retransmitted_segments"]), str(edge["received_out_of_order"]), str(edge["rto"]),
+                          str(edge["connections_failed"]), _ms(edge.get("rtt_mean_us")))
+        Console().print(table)
+
+    @app.command()
+    def top(
+        collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "1h",
+        view: Annotated[str | None, typer.Option(help="aws, cluster or external (all when omitted).")] = None,
+        by: Annotated[str, typer.Option(help="bytes, retransmissions, timeouts, failed or rtt.")] = "bytes",
+        limit: Annotated[int, typer.Option("--limit", "-n", help="Rows.")] = 10,
+        namespace: NamespaceOpt = None, as_json: JsonOpt = False,
+    ) -> None:
+        """Top contributors of the flow table."""
+        params: dict[str, Any] = {"since": since, "by": by, "limit": limit, "namespace": namespace or []}
+        if view:
+            params["view"] = view
+        body = _get(collector_url, "/api/v1/flows", params)
+        if as_json:
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+            return
+        table = Table("client", "server", "port", "category", "bytes", "retrans", "ooo", "rto", "failed", "rtt ms",
+                      title=f"top flows by {by} ({view or 'all views'}, last {since})", title_justify="left")
+        for row in body["flows"]:
+            table.add_row(_end(row["client"]), _end(row["server"]), str(row["server_port"]), row["category"],
+                          human_bytes(row["total_bytes"]), str(row["retransmitted_segments"]),
+                          str(row["received_out_of_order"]), str(row["rto"]), str(row["connections_failed"]),
+                          _ms(row.get("rtt_mean_us")))
+        Console().print(table)
+
+
+def _get(base: str, path: str, params: dict[str, Any]) -> Any:
+    from flowlens.model.errors import FlowlensError
+
+    try:
+        response = httpx.get(base.rstrip("/") + path, params=params, timeout=60)
+    except httpx.HTTPError as err:
+        raise FlowlensError(f"no collector answers at {base} ({err}): start one with `flowlens collector` or "
+                            "`flowlens up`, or pass --collector URL") from None
+    if response.status_code >= 400:
+        raise FlowlensError(f"the collector refused the query: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+def _node(node: dict[str, Any]) -> str:
+    name = node["name"]
+    if node.get("namespace"):
+        name = f"{node['namespace']}/{name}"
+    if node.get("region"):
+        name = f"{name} ({node['region']})"
+    return escape(name)
+
+
+def _end(end: dict[str, Any]) -> str:
+    if end.get("workload"):
+        text = f"{end.get('namespace')}/{end['workload']}"
+        if end.get("pod"):
+            text += f" ({end['pod']})"
+    elif end.get("cloud_service"):
+        text = f"{end['cloud_service']} {end.get('region') or ''} {end['ip']}"
+    else:
+        text = end["ip"]
+    return escape(text.strip())
+
+
+def _ms(us: float | None) -> str:
+    return f"{us / 1000:.2f}" if us else "-"

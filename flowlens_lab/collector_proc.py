@@ -1,0 +1,53 @@
+"""The lab's collector: ``python -m flowlens_lab.collector_proc``, started by ``lab up``.
+
+It serves the flowlens API on 127.0.0.1 for the user's `flowlens map|top|diagnose`, and on the
+zone router's addresses (a socket opened in the fabric namespace) for the node agents' reports.
+Its inventory is the lab's Kubernetes-shaped file, its cloud ranges the lab's regional services.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import socket
+import time
+
+from flowlens.kernel.netns import entered
+from flowlens.surfaces.collector_cli import serve_collector
+from flowlens_lab import aws_side, inventory, network
+from flowlens_lab import state as lab_state
+from flowlens_lab.spec import COLLECTOR_PORT
+
+
+def fabric_socket() -> socket.socket:
+    with entered(f"/run/netns/{network.FABRIC}"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("0.0.0.0", COLLECTOR_PORT))
+    sock.listen(128)
+    return sock
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    state = lab_state.read()
+    region = state["spec"]["region"]
+    folder = lab_state.lab_dir()
+    ranges = folder / "ip-ranges.json"
+    ranges.write_text(json.dumps(aws_side.ip_ranges(region), indent=1))
+    collector, server = serve_collector("127.0.0.1", COLLECTOR_PORT, str(folder / "flowlens.duckdb"), [],
+                                        str(inventory.inventory_path()), False, "", str(ranges), region, "",
+                                        extra_sockets=(fabric_socket(),))
+    stop = {"now": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+    try:
+        while not stop["now"]:
+            time.sleep(0.5)
+    finally:
+        server.should_exit = True
+        collector.close()
+
+
+if __name__ == "__main__":
+    main()
