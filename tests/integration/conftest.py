@@ -1,0 +1,71 @@
+"""A collector in this process (on a free port, with a store in a temp folder) and helpers."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flowlens.surfaces.collector_cli import serve_collector
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RunningCollector:
+    def __init__(self, folder: Path, inventory: Path, ranges: Path, port: int | None = None, tokens=()) -> None:
+        self.folder, self.inventory, self.ranges = folder, inventory, ranges
+        self.port = port or free_port()
+        self.tokens = list(tokens)
+        self.collector: Any = None
+        self.server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> RunningCollector:
+        self.collector, self.server = serve_collector(
+            "127.0.0.1", self.port, str(self.folder / "flows.duckdb"), self.tokens, str(self.inventory), False, "",
+            str(self.ranges), "us-east-1", "")
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        deadline = time.time() + 10
+        while self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        self.collector.close()
+
+
+def node(name: str, zone: str, ip: str) -> dict:
+    return {"kind": "Node", "metadata": {"name": name, "labels": {"topology.kubernetes.io/zone": zone,
+                                                                  "node.kubernetes.io/instance-type": "g5.2xlarge"}},
+            "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
+
+
+def pod(name: str, ns: str, ip: str, node_name: str, rs: str) -> dict:
+    return {"kind": "Pod", "metadata": {"name": name, "namespace": ns, "uid": f"uid-{name}",
+                                        "creationTimestamp": "2020-01-01T00:00:00Z",
+                                        "ownerReferences": [{"kind": "ReplicaSet", "name": rs, "controller": True}]},
+            "spec": {"nodeName": node_name}, "status": {"podIP": ip, "phase": "Running",
+                                                        "startTime": "2020-01-01T00:00:00Z"}}
+
+
+def write_inventory(path: Path, items: list[dict]) -> None:
+    path.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+
+
+@pytest.fixture
+def files(tmp_path):
+    inventory, ranges = tmp_path / "inventory.json", tmp_path / "ip-ranges.json"
+    write_inventory(inventory, [])
+    ranges.write_text(json.dumps({"prefixes": []}))
+    return tmp_path, inventory, ranges
