@@ -3,7 +3,7 @@
 Every query has the same shape: ``f`` sums counters per flow key over the tier pieces of the
 time range (one integer key, so it is cheap even over raw intervals), ``k`` picks the keys that
 pass the filter and view and turns each into client/server form (``c_*``/``s_*`` columns, the
-``owner`` flag of ``flowlens.analysis.views.COUNTS_TRAFFIC``), and the outer query groups the
+``owner`` flag of ``flowlens.model.views.COUNTS_TRAFFIC``), and the outer query groups the
 join by what the answer is about (map nodes, flow rows, series buckets). User values are
 always bound parameters; the only literals are this module's own constants.
 """
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowlens.analysis.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, NodeRule
-from flowlens.analysis.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
-from flowlens.analysis.views import COUNTS_TRAFFIC, TOP_BY_ORDER
 from flowlens.collector.duckdb_schema import KEY_COLUMNS, NODE_COUNTERS, RAW_RTT_MAX
 from flowlens.collector.tiers import HOUR, MINUTE, RAW, Piece
+from flowlens.model.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, NodeRule
+from flowlens.model.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
 from flowlens.model.queries import MapLevel, TopBy
+from flowlens.model.views import COUNTS_TRAFFIC, TOP_BY_ORDER
 
 Params = list[Any]
 

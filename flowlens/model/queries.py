@@ -26,7 +26,7 @@ class MapLevel(StrEnum):
 
 
 class View(StrEnum):
-    """The three flow-table views of the reference console (see ``flowlens.analysis.views``)."""
+    """The three flow-table views of the reference console (see ``flowlens.model.views``)."""
 
     AWS = "aws"            # the remote end is a cloud service (S3, DynamoDB, ...)
     CLUSTER = "cluster"    # both ends in the cluster: east-west
@@ -34,7 +34,7 @@ class View(StrEnum):
 
 
 class TopBy(StrEnum):
-    """Ranking of the flow table (see ``flowlens.analysis.views.TOP_BY_ORDER``)."""
+    """Ranking of the flow table (see ``flowlens.model.views.TOP_BY_ORDER``)."""
 
     BYTES = "bytes"
     RETRANSMISSIONS = "retransmissions"
@@ -44,7 +44,7 @@ class TopBy(StrEnum):
 
 
 class NodeKind(StrEnum):
-    """What a service-map node is; decided per end by ``flowlens.analysis.identity``."""
+    """What a service-map node is; decided per end by ``flowlens.model.identity``."""
 
     POD = "pod"
     WORKLOAD = "workload"

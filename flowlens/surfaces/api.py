@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from flowlens import __version__
@@ -28,7 +29,9 @@ def create_app(collector: Collector) -> FastAPI:
     async def ingest(request: Request, content_encoding: Annotated[str | None, Header()] = None,
                      authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
         body = await request.body()
-        return collector.ingest(body, content_encoding, authorization)
+        # Off the event loop: reports arriving together are then committed together, and
+        # queries are not kept waiting behind an ingest.
+        return await run_in_threadpool(collector.ingest, body, content_encoding, authorization)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:

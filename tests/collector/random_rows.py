@@ -6,7 +6,7 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from tests.collector.rows import STEP, _end, cloud, external, flow, host, pod
+from tests.collector.rows import STEP, cloud, end, external, flow, host, pod
 
 PODS = [
     pod("web-1", "a", "web", "n1", "z1", "10.1.0.1", service="web"),
@@ -17,7 +17,7 @@ PODS = [
     pod("ml-1", "c", "ml", "n3", "z2", "10.1.0.6"),
 ]
 HOSTS = [host("n1", "z1", "192.168.0.1"), host("n2", "z2", "192.168.0.2")]
-SERVICE_ONLY = _end(ip="10.96.0.10", namespace="b", service="cache")  # a ClusterIP whose backend is unknown
+SERVICE_ONLY = end(ip="10.96.0.10", namespace="b", service="cache")  # a ClusterIP whose backend is unknown
 OUTSIDE = [cloud("S3", "52.216.0.1"), cloud("DYNAMODB", "3.218.0.1"), cloud("S3", "52.218.0.9", "eu-west-1"),
            external("8.8.8.8"), external("1.1.1.1"), external("203.0.113.9")]
 CATEGORIES = ["INTRA_AZ", "INTER_AZ", "AMAZON_S3", "AMAZON_DYNAMODB", "INTER_REGION", "UNCLASSIFIED"]

@@ -11,10 +11,10 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from flowlens.analysis.identity import client_side, end_of, map_node
-from flowlens.analysis.predicates import all_of, evaluate
-from flowlens.analysis.views import COUNTS_TRAFFIC, filter_predicate, view_predicate
+from flowlens.model.identity import client_side, end_of, map_node
+from flowlens.model.predicates import all_of, evaluate
 from flowlens.model.queries import Edge, Endpoint, FlowFilter, FlowRow, MapLevel, View
+from flowlens.model.views import COUNTS_TRAFFIC, filter_predicate, view_predicate
 
 SUMS = ("to_server", "to_client", "retransmitted_segments", "rto", "received_out_of_order", "connection_attempts",
         "connections_failed", "rtt_sum_us", "rtt_samples")

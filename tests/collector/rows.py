@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from flowlens.analysis.identity import END_FIELDS
+from flowlens.model.identity import END_FIELDS
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_SCHEMA, NODE_SCHEMA
 
 T0 = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)  # a Monday, on the hour
@@ -21,23 +21,23 @@ STEP = timedelta(seconds=5)
 def pod(name: str, namespace: str, workload: str | None, node: str, zone: str, ip: str,
         service: str | None = None) -> dict[str, Any]:
     kind = "Deployment" if workload else None
-    return _end(ip=ip, pod=name, namespace=namespace, workload=workload, workload_kind=kind, service=service,
+    return end(ip=ip, pod=name, namespace=namespace, workload=workload, workload_kind=kind, service=service,
                 node=node, zone=zone, instance_type="g5.xlarge", region="us-east-1")
 
 
 def host(node: str, zone: str, ip: str) -> dict[str, Any]:
-    return _end(ip=ip, node=node, zone=zone, instance_type="g5.xlarge", region="us-east-1")
+    return end(ip=ip, node=node, zone=zone, instance_type="g5.xlarge", region="us-east-1")
 
 
 def cloud(service: str, ip: str, region: str = "us-east-1") -> dict[str, Any]:
-    return _end(ip=ip, cloud_service=service, region=region)
+    return end(ip=ip, cloud_service=service, region=region)
 
 
 def external(ip: str) -> dict[str, Any]:
-    return _end(ip=ip)
+    return end(ip=ip)
 
 
-def _end(**fields: Any) -> dict[str, Any]:
+def end(**fields: Any) -> dict[str, Any]:
     return {name: fields.get(name) for name in END_FIELDS}
 
 

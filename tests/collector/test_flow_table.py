@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flowlens.analysis.views import order_key
 from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.model.queries import Endpoint, FlowFilter, FlowRow, TopBy, View
+from flowlens.model.views import order_key
 
 # (client IP, server IP) of the scenario's six connections.
 API1_DB = ("10.0.1.1", "10.0.2.1")

@@ -16,7 +16,7 @@ The rules here decide how those rows combine:
 
 from __future__ import annotations
 
-from flowlens.analysis.predicates import TRUE, Eq, In, IsNull, Pred, all_of, any_of, not_null
+from flowlens.model.predicates import TRUE, Eq, In, IsNull, Pred, all_of, any_of, not_null
 from flowlens.model.queries import FlowFilter, TopBy, View
 
 REMOTE_IN_CLUSTER: Pred = any_of(not_null("remote_namespace"), not_null("remote_node"))

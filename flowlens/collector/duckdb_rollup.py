@@ -1,0 +1,103 @@
+"""Rollups and retention of the DuckDB store, run by the writer inside its transaction.
+
+``roll_up`` folds closed minutes of raw intervals into ``flows_1m``/``nodes_1m`` and closed
+hours of those into ``flows_1h``/``nodes_1h``, summed per flow key (per node and interface),
+and returns the moved watermarks. ``late_bounds`` says which rollups rows arriving after their
+minute was folded must also go to, so that rollups always equal their raw rows. ``expire``
+cuts each tier at its retention, but never past what the next tier has summarised.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from flowlens.collector.duckdb_exec import Cursor, aware, naive, run
+from flowlens.collector.duckdb_schema import NODE_COUNTERS, NODE_KEY_COLUMNS, RAW_RTT_MAX, SUMMED
+from flowlens.collector.store import Retention
+from flowlens.collector.tiers import GRANULARITY, HOUR, MINUTE, TierState, floor
+
+TABLES = {("flows", MINUTE): "flows_1m", ("flows", HOUR): "flows_1h", ("nodes", MINUTE): "nodes_1m",
+          ("nodes", HOUR): "nodes_1h"}
+
+
+def flow_rollup_sql(unit: str, source: str, time_col: str, raw: bool) -> str:
+    """INSERT of [?, ?) of ``source`` into the ``unit`` flow rollup; ``raw``: source is raw rows."""
+    sums = ", ".join(f"sum({c})" for c in SUMMED)
+    rtt = f"max({RAW_RTT_MAX})" if raw else "max(rtt_max_us)"
+    intervals = "count(*)" if raw else "sum(intervals)"
+    # Ordered by bucket so that each row group covers few buckets: time filters then prune well.
+    return (f"INSERT INTO {TABLES['flows', unit]} SELECT date_trunc('{unit}', {time_col}) AS bucket, flow_id, "
+            f"{sums}, max(active_sockets), {rtt}, {intervals} FROM {source} "
+            f"WHERE {time_col} >= ? AND {time_col} < ? GROUP BY ALL ORDER BY bucket")
+
+
+def node_rollup_sql(unit: str, source: str, time_col: str, raw: bool) -> str:
+    keys = ", ".join(NODE_KEY_COLUMNS)
+    sums = ", ".join(f"sum({c})" for c in NODE_COUNTERS)
+    intervals = "count(*)" if raw else "sum(intervals)"
+    return (f"INSERT INTO {TABLES['nodes', unit]} SELECT date_trunc('{unit}', {time_col}) AS bucket, {keys}, "
+            f"{sums}, {intervals} FROM {source} WHERE {time_col} >= ? AND {time_col} < ? GROUP BY ALL ORDER BY bucket")
+
+
+def late_bounds(state: TierState, table: pa.Table) -> tuple[int, list[tuple[str, datetime]]]:
+    """(rows older than the minute watermark, [(unit, watermark)] of the rollups they belong to)."""
+    minute, hour = naive(state.minute_watermark), naive(state.hour_watermark)
+    oldest = pc.min(table["time_start"]).as_py()
+    if minute is None or oldest is None or oldest >= minute:
+        return 0, []
+    late = pc.sum(pc.less(table["time_start"], pa.scalar(minute, pa.timestamp("ms")))).as_py()
+    bounds = [(MINUTE, minute)]
+    if hour is not None and oldest < hour:
+        bounds.append((HOUR, hour))
+    return late, bounds
+
+
+def roll_up(w: Cursor, state: TierState, now: datetime, delay: timedelta) -> TierState:
+    minute = _fold(w, MINUTE, state.minute_watermark, floor(now - delay, GRANULARITY[MINUTE]))
+    hour = _fold(w, HOUR, state.hour_watermark, floor(minute, GRANULARITY[HOUR]))
+    return TierState(state.raw_horizon, state.minute_horizon, minute, state.hour_horizon, hour)
+
+
+def _fold(w: Cursor, unit: str, watermark: datetime | None, target: datetime) -> datetime:
+    """Fold [watermark, target) of the finer tier into ``unit`` rollups; the new watermark."""
+    raw = unit == MINUTE
+    flows, nodes, column = ("flow_intervals", "node_intervals", "time_start") if raw else \
+        ("flows_1m", "nodes_1m", "bucket")
+    if watermark is None:  # first run: start at the oldest row (nothing older to fold)
+        first = run(w, f"SELECT least((SELECT min({column}) FROM {flows}), (SELECT min({column}) FROM {nodes}))")[0][0]
+        watermark = target if first is None else min(target, floor(aware(first), GRANULARITY[unit]))
+    if target <= watermark:
+        return watermark
+    run(w, flow_rollup_sql(unit, flows, column, raw), [watermark, target])
+    run(w, node_rollup_sql(unit, nodes, column, raw), [watermark, target])
+    return target
+
+
+def expire(w: Cursor, s: TierState, now: datetime, r: Retention) -> tuple[TierState, bool]:
+    """Delete what each tier keeps no longer; True when flow keys were dropped too."""
+    assert s.minute_watermark is not None and s.hour_watermark is not None, "roll up first"
+    raw = _later(s.raw_horizon, min(floor(now - r.raw, GRANULARITY[MINUTE]), s.minute_watermark))
+    minute = _later(s.minute_horizon, min(floor(now - r.minute, GRANULARITY[HOUR]), s.hour_watermark))
+    hour = _later(s.hour_horizon, floor(now - r.hour, GRANULARITY[HOUR]))
+    deleted = 0
+    for table, column, cut in (("flow_intervals", "time_start", raw), ("node_intervals", "time_start", raw),
+                               ("reports", "first_time", raw), ("flows_1m", "bucket", minute),
+                               ("nodes_1m", "bucket", minute), ("flows_1h", "bucket", hour),
+                               ("nodes_1h", "bucket", hour)):
+        deleted += run(w, f"DELETE FROM {table} WHERE {column} < ?", [cut])[0][0]
+    gone = 0
+    if deleted:
+        # A key is still used by an hour rollup, by a minute rollup not yet in an hour, or by a
+        # raw interval not yet in a minute; older minute and raw rows are in those already.
+        gone = run(w, "DELETE FROM flow_keys WHERE flow_id NOT IN (SELECT flow_id FROM flows_1h "
+                      "UNION SELECT flow_id FROM flows_1m WHERE bucket >= ? "
+                      "UNION SELECT flow_id FROM flow_intervals WHERE time_start >= ?)",
+                   [s.hour_watermark, s.minute_watermark])[0][0]
+    return TierState(raw, minute, s.minute_watermark, hour, s.hour_watermark), gone > 0
+
+
+def _later(current: datetime | None, cut: datetime) -> datetime:
+    return cut if current is None else max(current, cut)
