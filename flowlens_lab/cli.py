@@ -131,3 +131,19 @@ def fault_clear(name: Annotated[str | None, typer.Argument(help="A fault's name 
                 = None) -> None:
     """Remove faults."""
     err.print("cleared: " + (", ".join(lab.clear_faults(name)) or "nothing"))
+
+
+demo_app = typer.Typer(name="demo", help="The scenario end to end: slow model loads, their diagnosis, the fix.",
+                       invoke_without_command=True)
+
+
+@demo_app.callback()
+def demo(keep: Annotated[bool, typer.Option(help="Leave the lab running at the end.")] = False,
+         as_json: Annotated[bool, typer.Option("--json", help="Print each phase's findings as JSON.")] = False,
+         weights_mib: Annotated[int, typer.Option(help="Size of the model weights.")] = 256,
+         agent_interval: Annotated[str, typer.Option(help="Agent report interval.")] = "2s") -> None:
+    """Lab up → load → diagnose → switch to the large node type and topology-aware routing →
+    diagnose again → lab down."""
+    from flowlens_lab.demo import run_demo
+
+    raise typer.Exit(run_demo(keep, as_json, weights_mib, seconds(agent_interval)))

@@ -17,7 +17,7 @@ from flowlens.kernel.netns import entered
 from flowlens.surfaces.collector_cli import serve_collector
 from flowlens_lab import aws_side, inventory, network
 from flowlens_lab import state as lab_state
-from flowlens_lab.spec import COLLECTOR_PORT
+from flowlens_lab.spec import COLLECTOR_PORT, SCALE
 
 
 def fabric_socket() -> socket.socket:
@@ -38,7 +38,7 @@ def main() -> None:
     ranges.write_text(json.dumps(aws_side.ip_ranges(region), indent=1))
     collector, server = serve_collector("127.0.0.1", COLLECTOR_PORT, str(folder / "flowlens.duckdb"), [],
                                         str(inventory.inventory_path()), False, "", str(ranges), region, "",
-                                        extra_sockets=(fabric_socket(),))
+                                        extra_sockets=(fabric_socket(),), bandwidth_scale=SCALE)
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     try:

@@ -20,7 +20,7 @@ import httpx
 from flowlens.kernel.netns import entered
 from flowlens_lab import aws_side, cluster, lab
 from flowlens_lab import state as lab_state
-from flowlens_lab.spec import NODE_TYPES, RUNTIME_PORT
+from flowlens_lab.spec import COLLECTOR_PORT, NODE_TYPES, RUNTIME_PORT
 
 log = logging.getLogger("flowlens_lab.controller")
 MAX_EVENTS = 200
@@ -51,9 +51,23 @@ def place(state: dict[str, Any]) -> str:
         if node["pool"] == pool and used.get(node["name"], 0) < NODE_TYPES[node["instance_type"]].pods:
             return node["name"]
     instance_type = cluster.pool_type(state, pool, spec["runtime_type"])
-    node = cluster.add_node(pool, spec["runtime_zone"], instance_type, lab.agent_command(spec["agent_interval_s"]))
+    node = cluster.add_node(pool, _zone_for_new_node(state), instance_type, lab.agent_command(spec["agent_interval_s"]))
     event(f"node provisioner: added {node['name']} ({instance_type}, {node['zone']})")
     return node["name"]
+
+
+def _zone_for_new_node(state: dict[str, Any]) -> str:
+    """The runtime's zone; with topology-aware routing on, the zone with the fewest runtime pods
+    (a topology spread), so every client zone gets local backends."""
+    spec = state["spec"]
+    if not spec.get("topology_aware"):
+        return spec["runtime_zone"]
+    counts = {z["name"]: 0 for z in spec["zones"]}
+    for pod in runtime_pods(state):
+        zone = state["nodes"][pod["node"]]["zone"]
+        counts[zone] = counts.get(zone, 0) + 1
+    ui_zone = spec["ui_zone"]  # on a tie, the clients' zone first
+    return min(counts, key=lambda z: (counts[z], z != ui_zone, z))
 
 
 def scale_to(desired: int) -> None:
@@ -83,6 +97,10 @@ def _remove_empty_nodes() -> None:
 def probe_ready(state: dict[str, Any]) -> None:
     for pod in runtime_pods(state):
         if pod.get("ready"):
+            if not pod.get("load_reported") and report_model_load(state, pod):
+                with lab_state.locked() as st:
+                    if pod["name"] in st["pods"]:
+                        st["pods"][pod["name"]]["load_reported"] = True
             continue
         node_ns = state["nodes"][pod["node"]]["ns"]
         if _memory_probe(node_ns, pod["ip"]):
@@ -105,6 +123,31 @@ def _memory_probe(node_ns: str, ip: str) -> bool:
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(in_node).result()
+
+
+def report_model_load(state: dict[str, Any], pod: dict[str, Any]) -> bool:
+    """Hand the runtime's model-load line to the collector, as a log shipper would; False when the
+    line is not written yet or the collector did not take it (the next round tries again)."""
+    from flowlens.signals.modelload import parse_model_load
+
+    log_file = lab_state.lab_dir() / "logs" / f"{pod['name']}.runtime.log"
+    try:
+        load = next(filter(None, map(parse_model_load, log_file.read_text().splitlines())), None)
+    except OSError:
+        load = None
+    if load is None:
+        return False
+    end = time.time()
+    body = [{"kind": "model_load", "pod": pod["name"], "namespace": pod["namespace"], "node": pod["node"],
+             "start": end - load.seconds, "end": end, "bytes": state["aws"].get("model_bytes", 0),
+             "phases": load.phases}]
+    try:
+        httpx.post(f"http://127.0.0.1:{COLLECTOR_PORT}/api/v1/events", json=body, timeout=5).raise_for_status()
+    except httpx.HTTPError as err:
+        log.warning("could not report the model load of %s: %s", pod["name"], err)
+        return False
+    event(f"model load of {pod['name']}: {load.seconds:.1f}s reported")
+    return True
 
 
 def run() -> None:

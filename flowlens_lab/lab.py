@@ -102,7 +102,7 @@ def runtime_containers(state: dict[str, Any]) -> list[dict[str, Any]]:
         {"name": "runtime", "ports": [RUNTIME_PORT], "env": env,
          "command": [processes.PYTHON, "-m", "inference_workload.runtime", "--host", "0.0.0.0", "--port",
                      str(RUNTIME_PORT), "--model-bucket", made["models_bucket"], "--model-key", made["model_key"],
-                     "--part-size-mib", "16"]},
+                     "--part-size-mib", "4", "--read-concurrency", "1"]},
         {"name": "queue-agent", "env": env,
          "command": [processes.PYTHON, "-m", "inference_workload.queue_agent", "--queue-url", queue,
                      "--runtime-url", f"http://127.0.0.1:{RUNTIME_PORT}", "--output-bucket", made["output_bucket"],
@@ -204,6 +204,20 @@ def set_topology_aware(enabled: bool) -> None:
 def set_node_type(instance_type: str, pool: str = RUNTIME[1]) -> list[str]:
     _require_up()
     return cluster.set_node_type(pool, instance_type)
+
+
+def restart_runtime() -> int:
+    """Replace the runtime's pods (a rollout restart): the controller starts new ones where the
+    current node type and routing say."""
+    _require_up()
+    pods = [p["name"] for p in lab_state.read()["pods"].values() if p["workload"] == RUNTIME[1]]
+    for name in pods:
+        cluster.remove_pod(name)
+    state = lab_state.read()
+    busy = {p["node"] for p in state["pods"].values()}
+    for node in [n for n in state["nodes"].values() if n["pool"] == RUNTIME[1] and n["name"] not in busy]:
+        cluster.remove_node(node["name"])
+    return len(pods)
 
 
 def _require_up() -> None:

@@ -146,7 +146,7 @@ def _slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Only what enrichment reads: identity, owners, labels, addresses, ports, endpoints."""
     meta = obj.get("metadata", {})
     slim: dict[str, Any] = {"kind": kind, "metadata": {k: meta[k] for k in (
-        "name", "namespace", "uid", "labels", "ownerReferences", "creationTimestamp") if k in meta}}
+        "name", "namespace", "uid", "labels", "ownerReferences", "creationTimestamp", "annotations") if k in meta}}
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     if kind == "Pod":
         slim["spec"] = {"nodeName": spec.get("nodeName"), "hostNetwork": spec.get("hostNetwork", False),
@@ -155,7 +155,8 @@ def _slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     elif kind == "Node":
         slim["status"] = {"addresses": status.get("addresses") or []}
     elif kind == "Service":
-        slim["spec"] = {k: spec.get(k) for k in ("clusterIP", "clusterIPs", "selector", "ports")}
+        slim["spec"] = {k: spec.get(k) for k in ("clusterIP", "clusterIPs", "selector", "ports",
+                                                  "trafficDistribution")}
     elif kind == "EndpointSlice":
         slim["endpoints"] = [{"addresses": e.get("addresses", [])} for e in obj.get("endpoints") or []]
     return slim

@@ -15,6 +15,7 @@ from typing import Any
 from flowlens.collector.enrich.cloud import CloudRanges
 from flowlens.collector.enrich.enricher import Enricher, parse_cidrs
 from flowlens.collector.enrich.inventory import Inventory
+from flowlens.collector.events import EventLog
 from flowlens.collector.ingest import check_token, decode
 from flowlens.collector.inventory_sources import FileSource, KubernetesSource
 from flowlens.collector.store import FlowStore
@@ -34,6 +35,7 @@ class CollectorConfig:
     ip_ranges: str = ""
     region: str = ""
     vpc_cidrs: str = ""
+    bandwidth_scale: float = 1.0  # the lab runs its bandwidths 100x below AWS's
     rollup_every: float = 30.0
     retention_every: float = 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -55,6 +57,7 @@ class Collector:
         cloud = CloudRanges.load(config.ip_ranges) if config.ip_ranges else None
         self.enricher = Enricher(self.inventory, cloud, config.region, parse_cidrs(config.vpc_cidrs))
         self.tokens = frozenset(config.tokens)
+        self.events = EventLog(Path(config.store + ".events.jsonl") if config.store not in ("", ":memory:") else None)
         self.stats = IngestStats()
         self._sources: list[Any] = []
         self._stop = threading.Event()

@@ -44,6 +44,7 @@ def create_app(collector: Collector) -> FastAPI:
 
 
 def _add_queries(app: FastAPI, collector: Collector) -> None:
-    from flowlens.surfaces.queries import register
+    from flowlens.surfaces.queries import register, register_diagnosis
 
     register(app, collector)
+    register_diagnosis(app, collector)

@@ -34,7 +34,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 def serve_collector(address: str, port: int, store: str, tokens: list[str], inventory_file: str, kubernetes: bool,
                     kubeconfig: str, ip_ranges: str, region: str, vpc_cidrs: str,
-                    extra_sockets: tuple[Any, ...] = ()) -> tuple[Any, Any]:
+                    extra_sockets: tuple[Any, ...] = (), bandwidth_scale: float = 1.0) -> tuple[Any, Any]:
     """Start a collector in this process (uvicorn on a thread); returns (collector, server).
 
     ``extra_sockets`` are listening sockets opened elsewhere (another network namespace) that
@@ -47,7 +47,8 @@ def serve_collector(address: str, port: int, store: str, tokens: list[str], inve
 
     config = CollectorConfig(address=address, port=port, store=store, tokens=tuple(tokens),
                              inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
-                             ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs)
+                             ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs,
+                             bandwidth_scale=bandwidth_scale)
     collector = Collector(config, DuckDBStore(store))
     collector.start()
     server = uvicorn.Server(uvicorn.Config(create_app(collector), host=address, port=port, log_level="warning",
@@ -134,6 +135,32 @@ def register(app: typer.Typer) -> None:
             server.should_exit = True
             running.close()
 
+    @app.command()
+    def diagnose(collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "10m",
+                 as_json: JsonOpt = False) -> None:
+        """Explain slow inference: findings with evidence, impact and a recommendation, and the health indicator."""
+        body = _get(collector_url, "/api/v1/findings", {"since": since})
+        if as_json:
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+            return
+        print_diagnosis(Console(), body, since)
+
+    @app.command()
+    def health(collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "10m",
+               as_json: JsonOpt = False) -> None:
+        """The network health indicator (0 healthy, 1 network-side problem) per path and overall."""
+        body = _get(collector_url, "/api/v1/health", {"since": since})
+        if as_json:
+            sys.stdout.write(json.dumps(body, indent=2) + "\n")
+            return
+        console = Console()
+        console.print(f"network health over the last {since}: [bold]{body['health']}[/] "
+                      f"({'network-side problem' if body['health'] else 'healthy'})")
+        for path in body["paths"]:
+            ev = path["evidence"]
+            console.print(f"  {path['health']}  {escape(path['path'])}  loss {ev['loss_rate']:.2%}  rto {ev['rto']}  "
+                          f"failed {ev['connections_failed']}/{ev['connection_attempts']}")
+
     @app.command("map")
     def service_map(
         collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "1h",
@@ -178,6 +205,38 @@ def register(app: typer.Typer) -> None:
                           str(row["received_out_of_order"]), str(row["rto"]), str(row["connections_failed"]),
                           _ms(row.get("rtt_mean_us")))
         Console().print(table)
+
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}
+
+
+def print_diagnosis(console: Console, body: dict[str, Any], since: str) -> None:
+    health = body["health"]
+    console.print(f"[bold]network health[/] over the last {since}: {health} "
+                  f"({'a network-side problem' if health else 'no network-side problem'})")
+    if not body["findings"]:
+        console.print("no findings: the network explains nothing slow in this window")
+    for finding in body["findings"]:
+        style = SEVERITY_STYLE.get(finding["severity"], "")
+        console.print(f"\n[{style}]{finding['severity'].upper()}[/] [bold]{escape(finding['title'])}[/] "
+                      f"[dim]({finding['kind']})[/]")
+        where = "; ".join(f"{k}: {', '.join(v)}" for k, v in finding["where"].items() if v)
+        console.print(f"  where: {escape(where)}")
+        console.print(f"  evidence: {escape(_brief(finding['evidence']))}")
+        if finding["impact"]:
+            console.print(f"  impact: {escape(_brief(finding['impact']))}")
+        console.print(f"  → {escape(finding['recommendation'])}")
+
+
+def _brief(values: dict[str, Any]) -> str:
+    parts = []
+    for key, value in values.items():
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            value = f"{len(value)} items, first {json.dumps(value[0])}"
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{key}={value}")
+    return ", ".join(parts)
 
 
 def _get(base: str, path: str, params: dict[str, Any]) -> Any:

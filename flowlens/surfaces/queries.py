@@ -81,6 +81,44 @@ def register(app: FastAPI, collector: Collector) -> None:
         return jsonable(store.timeseries(flt, subject, timedelta(seconds=seconds)))
 
 
+def register_diagnosis(app: FastAPI, collector: Collector) -> None:
+    from flowlens.analysis.diagnose import diagnose
+    from flowlens.collector.events import EventIn
+
+    def run(since: str) -> Any:
+        try:
+            seconds = parse_duration(since)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        return diagnose(collector.store, collector.inventory, collector.events, seconds,
+                        bandwidth_scale=collector.config.bandwidth_scale)
+
+    @app.get("/api/v1/findings", summary="Diagnosis: findings with evidence, impact and recommendation, and the "
+             "network health indicator, over the last `since`")
+    def findings(since: str = "10m") -> dict[str, Any]:
+        return jsonable(run(since))
+
+    @app.get("/api/v1/health", summary="The network health indicator per path and overall")
+    def health(since: str = "10m") -> dict[str, Any]:
+        result = run(since)
+        return {"window": result.window, "health": result.health, "paths": jsonable(result.paths)}
+
+    @app.post("/api/v1/events", summary="Inference events (model loads) to keep beside the flows")
+    def post_events(events: list[EventIn]) -> dict[str, int]:
+        return {"stored": collector.events.add(events)}
+
+    @app.get("/api/v1/events", summary="Inference events over the last `since`")
+    def get_events(since: str = "1h") -> list[dict[str, Any]]:
+        import time
+
+        try:
+            seconds = parse_duration(since)
+        except ValueError as err:
+            raise HTTPException(422, str(err)) from None
+        now = time.time()
+        return collector.events.as_json(collector.events.between(now - seconds, now))
+
+
 def _workload_node(text: str) -> MapNode:
     namespace, _, name = text.partition("/")
     if not name:

@@ -128,6 +128,7 @@ class Inventory:
         self.node_by_ip: dict[str, str] = {}
         self.services: dict[str, Endpoint] = {}  # cluster IP → service
         self.backend_services: dict[str, set[str]] = {}  # pod IP → names of services it backs
+        self.topology_aware: set[tuple[str, str]] = set()  # (namespace, service) with topology-aware routing
         self.host_ports: dict[tuple[str, int], Endpoint] = {}
         self.lock = threading.RLock()
         self._pods: dict[str, tuple[str, Endpoint]] = {}  # uid → (ip, endpoint)
@@ -185,9 +186,14 @@ class Inventory:
         return uid
 
     def _set_services(self, services: list[dict[str, Any]], slices: list[dict[str, Any]]) -> None:
-        self.services, self.backend_services = {}, {}
+        self.services, self.backend_services, self.topology_aware = {}, {}, set()
         for svc in services:
             meta, spec = svc.get("metadata", {}), svc.get("spec", {})
+            annotations = meta.get("annotations") or {}
+            if (annotations.get("service.kubernetes.io/topology-mode", "").lower() == "auto"
+                    or annotations.get("service.kubernetes.io/topology-aware-hints", "").lower() == "auto"
+                    or spec.get("trafficDistribution") == "PreferClose"):
+                self.topology_aware.add((meta.get("namespace", ""), meta.get("name", "")))
             for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
                 if ip and ip != "None":
                     self.services[ip] = Endpoint("service", meta.get("name", ""), meta.get("namespace", ""),

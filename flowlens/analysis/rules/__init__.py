@@ -1,0 +1,1 @@
+"""One module per finding rule; each takes a :class:`~flowlens.analysis.context.Context`."""
