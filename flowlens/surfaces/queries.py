@@ -10,8 +10,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Query
+from fastapi import Body, FastAPI, HTTPException, Query
 
+from flowlens.collector.events import EventIn
 from flowlens.collector.service import Collector
 from flowlens.model.queries import (
     EdgeSubject,
@@ -83,7 +84,6 @@ def register(app: FastAPI, collector: Collector) -> None:
 
 def register_diagnosis(app: FastAPI, collector: Collector) -> None:
     from flowlens.analysis.diagnose import diagnose
-    from flowlens.collector.events import EventIn
 
     def run(since: str) -> Any:
         try:
@@ -104,7 +104,7 @@ def register_diagnosis(app: FastAPI, collector: Collector) -> None:
         return {"window": result.window, "health": result.health, "paths": jsonable(result.paths)}
 
     @app.post("/api/v1/events", summary="Inference events (model loads) to keep beside the flows")
-    def post_events(events: list[EventIn]) -> dict[str, int]:
+    def post_events(events: Annotated[list[EventIn], Body()]) -> dict[str, int]:
         return {"stored": collector.events.add(events)}
 
     @app.get("/api/v1/events", summary="Inference events over the last `since`")

@@ -110,3 +110,14 @@ def test_fuzzed_reports_get_a_4xx_and_store_nothing(api, mutation):
     else:
         assert 400 <= response.status_code < 500 and response.json()["error"]
         assert stored(collector) == before
+
+
+def test_model_load_events_are_kept_and_listed(api):
+    client, _ = api
+    now = time.time()
+    event = {"kind": "model_load", "pod": "sdruntime-1", "namespace": "sdruntime", "node": "n1", "start": now - 30,
+             "end": now - 3, "bytes": 268435456, "phases": {"load weights from disk": 26.0}}
+    assert client.post("/api/v1/events", json=[event]).json() == {"stored": 1}
+    listed = client.get("/api/v1/events", params={"since": "1m"}).json()
+    assert [(e["pod"], round(e["seconds"])) for e in listed] == [("sdruntime-1", 27)]
+    assert client.post("/api/v1/events", json=[{**event, "kind": "nope"}]).status_code == 422
