@@ -67,7 +67,9 @@ def add_node(pool: str, zone_name: str, instance_type: str, agent_command: Calla
 
 def remove_node(name: str) -> None:
     with lab_state.locked() as state:
-        node = state["nodes"].pop(name)
+        node = state["nodes"].pop(name, None)
+        if node is None:
+            return  # someone else removed it already
     processes.stop({f"agent-{node['id']}"})
     network.delete_namespace(node["ns"])
     in_ns(network.FABRIC, "ip", "route", "del", f"10.{node['zone_index']}.{node['index']}.0/24", check=False)

@@ -48,7 +48,8 @@ def place(state: dict[str, Any]) -> str:
     for pod in runtime_pods(state):
         used[pod["node"]] = used.get(pod["node"], 0) + 1
     for node in sorted(state["nodes"].values(), key=lambda n: n["name"]):
-        if node["pool"] == pool and used.get(node["name"], 0) < NODE_TYPES[node["instance_type"]].pods:
+        if (node["pool"] == pool and not node.get("cordoned")
+                and used.get(node["name"], 0) < NODE_TYPES[node["instance_type"]].pods):
             return node["name"]
     instance_type = cluster.pool_type(state, pool, spec["runtime_type"])
     node = cluster.add_node(pool, _zone_for_new_node(state), instance_type, lab.agent_command(spec["agent_interval_s"]))

@@ -210,13 +210,15 @@ def restart_runtime() -> int:
     """Replace the runtime's pods (a rollout restart): the controller starts new ones where the
     current node type and routing say."""
     _require_up()
-    pods = [p["name"] for p in lab_state.read()["pods"].values() if p["workload"] == RUNTIME[1]]
+    with lab_state.locked() as state:  # cordon first, so replacements go to new nodes
+        old_nodes = [n["name"] for n in state["nodes"].values() if n["pool"] == RUNTIME[1]]
+        for name in old_nodes:
+            state["nodes"][name]["cordoned"] = True
+        pods = [p["name"] for p in state["pods"].values() if p["workload"] == RUNTIME[1]]
     for name in pods:
         cluster.remove_pod(name)
-    state = lab_state.read()
-    busy = {p["node"] for p in state["pods"].values()}
-    for node in [n for n in state["nodes"].values() if n["pool"] == RUNTIME[1] and n["name"] not in busy]:
-        cluster.remove_node(node["name"])
+    for name in old_nodes:
+        cluster.remove_node(name)
     return len(pods)
 
 

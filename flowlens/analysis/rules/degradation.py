@@ -6,8 +6,9 @@ flowlens defines the indicator openly, per path and per window:
   service (S3, SQS, ...) or the internet for flows leaving it;
 - a path is *degraded* when its loss rate (retransmitted plus out-of-order segments over the
   segments it carried, estimated from bytes) is at least 1% and three times the previous
-  window's, or when it has retransmission timeouts, or when more than 10% of its connections
-  failed;
+  window's (over at least 200 segments and 5 losses), or when it has retransmission timeouts
+  (5 or more, or any on at least 200 segments), or when more than 10% of its connections
+  failed silently;
 - its health is **1** when the degradation spans independent ends — flows of at least two
   workloads on at least two nodes, with no single pod common to all of them — and the
   allowance-exceeded counters of the nodes involved stayed at zero (otherwise the nodes' own
@@ -29,6 +30,9 @@ from flowlens.model.queries import FlowRow, TopBy
 
 MSS = 1448
 LOSS_RATE = 0.01
+# Loss on a trickle (a few segments) says nothing about a path.
+MIN_SEGMENTS = 200
+MIN_LOST = 5
 BASELINE_FACTOR = 3.0
 FAILED_SHARE = 0.1
 
@@ -103,9 +107,11 @@ def evaluate(ctx: Context) -> tuple[list[PathHealth], list[Finding]]:
     allowance_cache: dict[str, int] = {}
     for path, stats in sorted(current.items()):
         base = baseline.get(path)
-        lossy = stats.loss_rate >= LOSS_RATE and stats.loss_rate >= BASELINE_FACTOR * (base.loss_rate if base else 0)
+        lossy = (stats.segments >= MIN_SEGMENTS and stats.lost >= MIN_LOST and stats.loss_rate >= LOSS_RATE
+                 and stats.loss_rate >= BASELINE_FACTOR * (base.loss_rate if base else 0))
         failing = stats.attempts and stats.failed / stats.attempts > FAILED_SHARE
-        degraded = bool(lossy or stats.rto or failing)
+        timeouts = stats.rto >= MIN_LOST or (stats.rto and stats.segments >= MIN_SEGMENTS)
+        degraded = bool(lossy or timeouts or failing)
         explained = [n for n in sorted(stats.nodes) if _exceeded(ctx, n, allowance_cache)]
         independent = len(stats.workloads) >= 2 and len(stats.nodes) >= 2 and stats.common_end is None
         value = int(degraded and independent and not explained)
@@ -118,7 +124,7 @@ def evaluate(ctx: Context) -> tuple[list[PathHealth], list[Finding]]:
         health.append(PathHealth(path, value, evidence))
         if value:
             found.append(_network(ctx, path, evidence))
-        elif degraded and not explained and stats.common_end is not None:
+        elif degraded and not explained and stats.workloads and stats.common_end is not None:
             found.append(_workload(ctx, path, evidence))
     return health, found
 
