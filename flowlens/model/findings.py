@@ -22,7 +22,7 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class PathHealth:
-    """A network path (a zone pair, or a zone and a cloud service / the internet) in a window.
+    """A network path (a zone pair, a cloud service, or the internet) in a window.
 
     ``health`` is 1 when degradation on the path spans independent workloads and nodes and the
     nodes' own allowance counters do not explain it, else 0."""

@@ -2,15 +2,16 @@
 
 flowlens defines the indicator openly, per path and per window:
 
-- a *path* is a pair of availability zones for flows inside the cluster, or a zone and a cloud
-  service (S3, SQS, ...) or the internet for flows leaving it;
+- a *path* is a pair of availability zones for flows inside the cluster, or a cloud service
+  (S3, SQS, ... in a region) or the internet for flows leaving it;
 - a path is *degraded* when its loss rate (retransmitted plus out-of-order segments over the
   segments it carried, estimated from bytes) is at least 1% and three times the previous
   window's (over at least 200 segments and 5 losses), or when it has retransmission timeouts
   (5 or more, or any on at least 200 segments), or when more than 10% of its connections
   failed silently;
 - its health is **1** when the degradation spans independent ends — flows of at least two
-  workloads on at least two nodes, with no single pod common to all of them — and the
+  workloads (two pods, for a path to a cloud service or the internet) on at least two nodes,
+  with no single pod common to all of them — and the
   allowance-exceeded counters of the nodes involved stayed at zero (otherwise the nodes' own
   limits explain it); else **0**;
 - the overall indicator is 1 when any path is 1.
@@ -46,7 +47,8 @@ class PathStats:
     failed: int = 0
     workloads: set[str] = field(default_factory=set)
     nodes: set[str] = field(default_factory=set)
-    degraded_flows: list[set[str]] = field(default_factory=list)  # the ends (pods or IPs) of each
+    degraded_flows: list[set[str]] = field(default_factory=list)  # the cluster ends (pods or IPs) of each
+    pods: set[str] = field(default_factory=set)
 
     @property
     def common_end(self) -> str | None:
@@ -62,16 +64,17 @@ class PathStats:
 
 
 def path_of(row: FlowRow) -> str | None:
+    """A zone pair inside the cluster; outside it, the service (all zones reach it alike)."""
     zone = row.client.zone
     if not zone:
         return None
     if row.server.cloud_service:
-        return f"{zone} → {row.server.cloud_service}"
+        return f"→ {row.server.cloud_service} ({row.server.region or 'unknown region'})"
     if row.server.service and not row.server.zone:
         return None  # a ClusterIP nobody answered behind: a Service matter, not a path
     if row.server.zone:
         return " ↔ ".join(sorted({zone, row.server.zone})) if row.server.zone != zone else f"{zone} (intra-zone)"
-    return f"{zone} → internet"
+    return "→ internet"
 
 
 def gather(rows: list[FlowRow]) -> dict[str, PathStats]:
@@ -89,7 +92,11 @@ def gather(rows: list[FlowRow]) -> dict[str, PathStats]:
         silent_failures = row.connections_failed if (row.rto or row.retransmitted_segments) else 0
         stats.failed += silent_failures
         if row.retransmitted_segments or row.received_out_of_order or row.rto or silent_failures:
-            stats.degraded_flows.append({end.pod or end.ip for end in (row.client, row.server)})
+            # A cloud service or internet host is by nature the shared end of its path: only
+            # cluster ends can make the degradation one pod's own.
+            cluster_ends = [end for end in (row.client, row.server) if end.zone]
+            stats.degraded_flows.append({end.pod or end.ip for end in cluster_ends})
+            stats.pods.update(end.pod for end in cluster_ends if end.pod)
             for end in (row.client, row.server):
                 if end.workload:
                     stats.workloads.add(f"{end.namespace}/{end.workload}")
@@ -113,7 +120,9 @@ def evaluate(ctx: Context) -> tuple[list[PathHealth], list[Finding]]:
         timeouts = stats.rto >= MIN_LOST or (stats.rto and stats.segments >= MIN_SEGMENTS)
         degraded = bool(lossy or timeouts or failing)
         explained = [n for n in sorted(stats.nodes) if _exceeded(ctx, n, allowance_cache)]
-        independent = len(stats.workloads) >= 2 and len(stats.nodes) >= 2 and stats.common_end is None
+        leaves_cluster = path.startswith("→")
+        spread = len(stats.pods) >= 2 if leaves_cluster else len(stats.workloads) >= 2
+        independent = spread and len(stats.nodes) >= 2 and stats.common_end is None
         value = int(degraded and independent and not explained)
         evidence = {"loss_rate": round(stats.loss_rate, 5), "baseline_loss_rate": round(base.loss_rate, 5) if base
                     else None, "lost_segments": stats.lost, "segments": round(stats.segments),
