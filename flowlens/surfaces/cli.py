@@ -232,6 +232,27 @@ def probe(
         raise typer.Exit(1)
 
 
+@app.command()
+def signals(url: Annotated[str, typer.Argument(help="Prometheus endpoint of an inference server (vLLM, Triton, "
+                                                  "the reference runtime).")],
+            window: Annotated[float, typer.Option(help="Seconds between two scrapes; 0: one scrape, means since "
+                                                       "the server started.")] = 0.0,
+            as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+    """Request latency the server itself reports: TTFT, end-to-end, inter-token, queue time, model loads."""
+    from flowlens.signals.scrape import difference, scrape
+
+    reading = scrape(url)
+    if window > 0:
+        time.sleep(window)
+        reading = difference(reading, scrape(url))
+    summary = reading.summary()
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        return
+    for key, value in summary.items():
+        Console().print(f"{key:<28} {value if not isinstance(value, float) else f'{value:.4g}'}")
+
+
 @app.command("metrics-doc")
 def metrics_doc() -> None:
     """Print the reference of every exported metric (Markdown), as docs/metrics.md holds it."""
