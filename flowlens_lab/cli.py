@@ -140,7 +140,8 @@ demo_app = typer.Typer(name="demo", help="The scenario end to end: slow model lo
 @demo_app.callback()
 def demo(keep: Annotated[bool, typer.Option(help="Leave the lab running at the end.")] = False,
          as_json: Annotated[bool, typer.Option("--json", help="Print each phase's findings as JSON.")] = False,
-         weights_mib: Annotated[int, typer.Option(help="Size of the model weights.")] = 256,
+         weights_mib: Annotated[int, typer.Option(help="Size of the model weights: SDXL-Turbo's 6.9 GB (fp16) "
+                                                  "scaled 100× like the bandwidths.")] = 64,
          agent_interval: Annotated[str, typer.Option(help="Agent report interval.")] = "2s") -> None:
     """Lab up → load → diagnose → switch to the large node type and topology-aware routing →
     diagnose again → lab down."""
