@@ -29,7 +29,7 @@ def good_report(report_id: str = "good-report-01", flows: int = 2) -> dict:
 
 @pytest.fixture(scope="module")
 def api():
-    collector = Collector(CollectorConfig(tokens=(TOKEN,)), DuckDBStore(":memory:"))
+    collector = Collector(CollectorConfig(store=":memory:", tokens=(TOKEN,)), DuckDBStore(":memory:"))
     with TestClient(create_app(collector)) as client:
         yield client, collector
     collector.close()
