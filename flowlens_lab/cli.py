@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from typing import Annotated, Any
 
@@ -11,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from flowlens.surfaces.timerange import parse_duration
 from flowlens_lab import lab
 from flowlens_lab.spec import NODE_TYPES, LabSpec
 
@@ -22,12 +22,11 @@ err = Console(stderr=True)
 
 
 def seconds(text: str) -> float:
-    """``2s``, ``1.5m``, ``300`` → seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration: use e.g. 2s, 90s, 5m")
-    value, unit = float(match.group(1)), match.group(2) or "s"
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
+    """``2s``, ``1.5m``, ``300`` → seconds, or a usage error."""
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
 
 
 def _print(data: Any, as_json: bool) -> None:

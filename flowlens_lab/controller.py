@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 
-from flowlens.kernel.netns import entered
 from flowlens_lab import aws_side, cluster, lab
 from flowlens_lab import state as lab_state
 from flowlens_lab.spec import COLLECTOR_PORT, NODE_TYPES, RUNTIME_PORT
@@ -116,14 +115,7 @@ def _memory_probe(node_ns: str, ip: str) -> bool:
         except httpx.HTTPError:
             return False
 
-    def in_node() -> bool:
-        with entered(f"/run/netns/{node_ns}"):
-            return probe()
-
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(in_node).result()
+    return aws_side.in_namespace(node_ns, probe)
 
 
 def report_model_load(state: dict[str, Any], pod: dict[str, Any]) -> bool:

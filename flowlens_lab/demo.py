@@ -32,7 +32,8 @@ from flowlens_lab.spec import COLLECTOR_PORT, LabSpec
 COLLECTOR = f"http://127.0.0.1:{COLLECTOR_PORT}"
 
 
-def _wait(condition: Callable[[], Any], timeout: float, what: str, every: float = 1.0) -> Any:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str = "the condition", every: float = 1.0) -> Any:
+    """Poll ``condition`` until it returns something true (returned), or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
@@ -91,7 +92,7 @@ class Demo:
         self.say("sending a text-to-image, an image-to-image and an upscale task every 2 s")
         send(2.0, 20.0, progress=lambda m: self.say(f"  {m}"))
         self.say("waiting for the runtime pods to load their weights on g5.2xlarge nodes")
-        _wait(lambda: len(model_loads_since(begin)) >= 2, 240, "two model loads")
+        wait_for(lambda: len(model_loads_since(begin)) >= 2, 240, "two model loads")
         time.sleep(2 * self.spec.agent_interval_s + 1)  # the last reports of the loads
         since = time.time() - begin
         first = model_loads_since(begin)
@@ -106,8 +107,9 @@ class Demo:
         lab.set_topology_aware(True)
         lab.restart_runtime()
         send(2.0, 6.0, progress=lambda m: self.say(f"  {m}"))
-        _wait(lambda: model_loads_since(begin, self.first_pods), 240, "a model load on the new nodes")
-        _wait(lambda: {p["zone"] for p in runtime_pods()} >= {self.spec.ui_zone}, 120, "a runtime pod in the UI's zone")
+        wait_for(lambda: model_loads_since(begin, self.first_pods), 240, "a model load on the new nodes")
+        wait_for(lambda: {p["zone"] for p in runtime_pods()} >= {self.spec.ui_zone}, 120,
+                 "a runtime pod in the UI's zone")
         settle = time.time()
         time.sleep(4 * self.spec.agent_interval_s + 2)  # client-ui traffic on the new routing
         new_loads = model_loads_since(begin, self.first_pods)

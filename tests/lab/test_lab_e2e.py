@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 
 import pytest
 
 from flowlens_lab import aws_side, lab, network, teardown
 from flowlens_lab import state as lab_state
+from flowlens_lab.demo import wait_for
 from flowlens_lab.loadgen import send
 from flowlens_lab.shell import in_ns
 from flowlens_lab.spec import LabSpec
@@ -41,14 +41,6 @@ def runtime_pods() -> list[dict]:
     return [p for p in lab.status()["pods"] if p["workload"] == "sdruntime"]
 
 
-def wait_for(condition, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s")
 
 
 def model_loads() -> dict[str, float]:
