@@ -8,25 +8,42 @@ baseline: only what happens after start is counted.
 
 The kernel's byte counters are in sequence space: ``bytes_acked`` includes the SYN (client
 side) and our FIN once acknowledged, ``bytes_received`` the peer's FIN once processed. They
-are turned back into payload with what each observation tells:
+are turned back into payload with what each observation tells. A dump reads a socket's state
+a moment before its counters, so the state can lag them (a FIN processed in between is in the
+counters, not in the state); each rule below holds whatever happened in that moment:
 
-- a dumped socket's state says whether our FIN was acknowledged (FIN_WAIT2) and whether the
-  peer's FIN arrived (CLOSE_WAIT, LAST_ACK, CLOSING);
-- a destroy event has a write queue: when it is empty, our FIN was acknowledged if
-  ``bytes_acked`` exceeds the data the socket ever sent (``bytes_sent - bytes_retrans``,
-  which can only over-count). When local qdisc drops make that bound useless, a graceful
-  close (FIN acknowledged) is assumed.
-- a destroy event does not say whether the peer's FIN arrived; a socket that received data
-  is assumed to have received it (the peer's FIN normally ends a connection). An orphaned
-  active closer that received data after its last dump is then short by one byte.
+- sent: our FIN is in ``bytes_acked`` when the state says so (FIN_WAIT2), or when
+  ``bytes_acked`` exceeds the data the socket ever sent (``bytes_sent - bytes_retrans``, which
+  can only over-count); a destroy event with an empty write queue has had everything it wrote
+  acknowledged, FIN included unless that bound says otherwise (when local qdisc drops make the
+  bound useless, a graceful close is assumed);
+- received: the peer's FIN is in ``bytes_received`` when the state says so (CLOSE_WAIT,
+  LAST_ACK, CLOSING). Otherwise a FIN may have arrived between the state and the counters,
+  so a dump that finds new bytes counts all but the last, which the next look settles: its
+  state, read after this dump's counters, proves them FIN-free. A destroy event does not say
+  whether the peer's FIN arrived; a socket that received bytes not yet settled is assumed to
+  have received it. An orphaned active closer that received data after its last dump and
+  never got the peer's FIN is then short by one byte.
 
-Payload totals never go backwards, so an assumption can only ever cost that one byte.
+So a live connection that is receiving may trail by one byte until the agent looks again, a
+closed one is exact (but for the case above), and payload totals never go backwards.
+
+Roles come from the kernel, not from port numbers: a socket is the server end of its
+connection when its namespace had a listener on its local port (the kernel never hands out an
+ephemeral port that a listener holds), as seen in the dumps and in listeners' own destroy
+events. A socket first seen in a destroy event whose port matches no listener known yet may
+belong to a listener born since the last dump, so it waits (parked) until the next dump has
+shown the namespace's listeners. Listening and never-connected sockets are not connections.
+
+The namespace's own TCP counters keep the accounting honest: every connection the kernel
+opened (``TcpActiveOpens`` + ``TcpPassiveOpens``) must turn up as a socket here, in a dump or a
+destroy event. What does not was lost (destroy events the kernel dropped for a socket never
+dumped) and is exported as unattributed connections, with an estimate of their bytes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 
 from flowlens.kernel.sock_diag import Entry
 from flowlens.model.flows import CLIENT, SERVER, FlowCounters, FlowKey
@@ -40,13 +57,16 @@ _ZERO = TcpSocket(0, 0, "", 0, "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 # A tracked socket that vanished from dumps for this many cycles without a destroy event
 # has had its event lost.
 MISSING_CYCLES_BEFORE_LOST = 3
+# Destroyed sockets waiting for the next dump to tell their role; past this many they are
+# decided with what is known, so memory stays bounded whatever the churn.
+MAX_PARKED = 200_000
 
 
 class _Track:
     """What the agent remembers about one live socket between observations."""
 
-    __slots__ = ("attempt", "client", "established", "fin", "fingerprint", "key", "last", "missing", "received",
-                 "resolving", "rtt", "rtt_epoch", "seen", "sent")
+    __slots__ = ("attempt", "client", "established", "fin", "fingerprint", "key", "last", "missing", "raw_received",
+                 "received", "resolving", "rtt", "rtt_epoch", "seen", "sent", "unsettled")
 
     def __init__(self, key: FlowKey, client: bool, last: TcpSocket | None, sent: int, received: int,
                  established: bool) -> None:
@@ -57,6 +77,8 @@ class _Track:
         self.received = received
         self.established = established
         self.fin = False
+        self.raw_received = last.bytes_received if last is not None else 0
+        self.unsettled = False  # the last byte counted as received may be the peer's FIN: held back
         self.missing = 0
         self.seen = 0
         self.fingerprint: tuple[int, ...] = ()
@@ -66,61 +88,71 @@ class _Track:
         self.resolving = False  # a ClusterIP whose NAT entry did not exist yet at first sight
 
 
-@dataclass(slots=True)
-class RoleResolver:
-    """Decides whether a socket is the client or the server end of its connection.
+class ListenerPorts:
+    """The ports a namespace listens on: in its last dumps, or closed since (destroy events).
 
-    A socket whose local port has a listener in its namespace is a server; otherwise the
-    ephemeral port range decides; failing that, the lower port is the server's.
-    """
+    A listener's port stays known for ``memory`` dumps after it was last seen, so that its
+    children destroyed after it closed still find it."""
 
-    ephemeral: tuple[int, int] = (32768, 60999)
-    listeners: set[int] = field(default_factory=set)
-    # Re-reads the namespace's listening ports; used once per batch when a socket that was
-    # never dumped cannot be told apart by its ports alone.
-    refresh: Callable[[], set[int]] | None = None
-    refreshed: bool = False
+    def __init__(self, memory: int = 1) -> None:
+        self.memory = memory
+        self.cycle = 0
+        self._seen: dict[int, int] = {}
 
-    def is_client(self, sock: TcpSocket) -> bool:
-        if sock.state == SYN_SENT:
-            return True
-        if sock.local_port in self.listeners:
-            return False
-        if sock.remote_port in self.listeners and sock.remote_ip == sock.local_ip:
-            return True  # a connection to a listener of this very namespace
-        lo, hi = self.ephemeral
-        local_eph = lo <= sock.local_port <= hi
-        remote_eph = lo <= sock.remote_port <= hi
-        if local_eph != remote_eph:
-            return local_eph
-        if self.refresh is not None and not self.refreshed:
-            self.refreshed = True
-            self.listeners |= self.refresh()
-            if sock.local_port in self.listeners:
-                return False
-            if sock.remote_port in self.listeners and sock.remote_ip == sock.local_ip:
-                return True
-        return sock.local_port > sock.remote_port
+    def next_scan(self) -> None:
+        self.cycle += 1
+        if self.cycle % 64 == 0:
+            horizon = self.cycle - self.memory
+            self._seen = {port: at for port, at in self._seen.items() if at >= horizon}
+
+    def saw(self, port: int) -> None:
+        self._seen[port] = self.cycle
+
+    def __contains__(self, port: int) -> bool:
+        at = self._seen.get(port)
+        return at is not None and self.cycle - at <= self.memory
+
+    def is_server(self, sock: TcpSocket) -> bool:
+        return sock.state != SYN_SENT and sock.local_port in self
+
+
+def is_connection(sock: TcpSocket) -> bool:
+    """A socket with a peer: not a listener, nor a socket that never connected."""
+    return sock.remote_port != 0 and sock.state != LISTEN
 
 
 def _sent_payload(sock: TcpSocket, client: bool, final: bool) -> int:
     acked = sock.bytes_acked - (1 if client and sock.delivered else 0)
+    written = sock.bytes_sent - sock.bytes_retrans  # data sent at least once: never less than acked data
     if not final:
-        fin_acked = sock.state == FIN_WAIT2
+        fin_acked = sock.state == FIN_WAIT2 or acked > written
     elif sock.write_queue or acked <= 0:
         fin_acked = False
     else:  # everything written was acknowledged: was a FIN among it?
-        fin_acked = acked != sock.bytes_sent - sock.bytes_retrans
+        fin_acked = acked != written
     return max(0, acked - fin_acked)
+
+
+def _received_payload(track: _Track, sock: TcpSocket, final: bool) -> int:
+    """Payload received (see the module docstring), and whether its last byte is unsettled."""
+    raw = sock.bytes_received
+    if track.fin or (final and raw > 0 and (track.unsettled or raw != track.raw_received)):
+        payload, track.unsettled = max(0, raw - 1), False
+    elif final or raw == track.raw_received:
+        payload, track.unsettled = raw, False
+    else:  # new bytes, and maybe the peer's FIN among them: count all but the last for now
+        payload, track.unsettled = raw - 1, True
+    track.raw_received = raw
+    return payload
 
 
 class NamespaceAccountant:
     """Accumulates one namespace's per-flow deltas for the current interval."""
 
-    def __init__(self, label: str, roles: RoleResolver | None = None,
+    def __init__(self, label: str, listeners: ListenerPorts | None = None,
                  resolve_service: Callable[[str, int, str, int], tuple[str, int] | None] | None = None) -> None:
         self.label = label
-        self.roles = roles or RoleResolver()
+        self.listeners = listeners or ListenerPorts()
         # (client ip, port, service ip, port) → the backend a NATed connection reached, or None.
         self.resolve_service = resolve_service
         self.service_ips: dict[FlowKey, str] = {}
@@ -128,7 +160,9 @@ class NamespaceAccountant:
         self.interval: dict[FlowKey, FlowCounters] = {}
         self.rtt_samples: dict[FlowKey, list[int]] = {}
         self.active: dict[FlowKey, int] = {}  # live tracked sockets per flow
+        self.parked: list[TcpSocket] = []  # destroyed, role not known until the next dump
         self.lost_events = 0
+        self.opens = 0  # connections this namespace opened since start, as seen here (reconciliation)
         self.cycle = 0
         self.epoch = 0  # counts intervals, so tracks can cache their flow's RTT sample list
 
@@ -137,23 +171,23 @@ class NamespaceAccountant:
                      baseline: bool = False) -> int:
         """Apply one full dump (see :meth:`SockDiag.scan`). A socket whose fingerprint is
         unchanged since the last look only gives an RTT sample; the others are decoded and
-        counted. With ``baseline`` nothing is counted, only remembered."""
-        tracks, listeners = self.tracks, self.roles.listeners
-        listeners.clear()
-        self.roles.refreshed = False
+        counted. With ``baseline`` nothing is counted, only remembered. Sockets destroyed
+        before the dump whose role was pending are decided once it is read."""
+        tracks, listeners = self.tracks, self.listeners
+        listeners.next_scan()
+        waiting, self.parked = self.parked, []
         self.cycle += 1
         cycle, epoch, samples = self.cycle, self.epoch, self.rtt_samples
         count = 0
         for cookie, state, fingerprint, data, start, end in entries:
             if state == LISTEN:
-                listener = parse(data, start, end)
-                if listener is not None:
-                    listeners.add(listener.local_port)
+                # The kernel dumps a family's listeners before its other sockets.
+                listeners.saw(data[start + 4] << 8 | data[start + 5])  # idiag_sport, network order
                 continue
             count += 1
             track = tracks.get(cookie)
             if track is not None and track.fingerprint == fingerprint and track.last is not None \
-                    and track.last.state == state:
+                    and track.last.state == state and not track.unsettled:
                 track.seen = cycle
                 track.missing = 0
                 if fingerprint[0] and track.established:  # an RTT sample per socket per interval
@@ -163,7 +197,7 @@ class NamespaceAccountant:
                     track.rtt.append(fingerprint[0])
                 continue
             sock = parse(data, start, end)
-            if sock is None:
+            if sock is None or not is_connection(sock):
                 continue
             if track is None:
                 track = self._new_track(sock, baseline)
@@ -174,35 +208,60 @@ class NamespaceAccountant:
             self._apply(track, sock, final=False)
         if count < len(tracks):
             self._age_missing()
+        self._settle(waiting)
         return count
 
     def observe_destroyed(self, sockets: Iterable[TcpSocket], baseline: bool = False) -> None:
         """Apply destroy events: final counters, then forget the socket."""
-        self.roles.refreshed = False
+        listeners = self.listeners
         for sock in sockets:
-            if sock.state == LISTEN:
+            if not is_connection(sock):
+                listeners.saw(sock.local_port)  # a listener closing: its children may follow
                 continue
             track = self.tracks.get(sock.cookie)
-            if track is None:
-                if baseline:
-                    continue  # destroyed before the first dump: it predates the agent
-                track = self._new_track(sock, False)
+            if track is not None:
+                self._drop(sock.cookie)
+                self._apply(track, sock, final=True)
+            elif baseline:
+                continue  # destroyed before the first dump: it predates the agent
+            elif listeners.is_server(sock):
+                self._settle((sock,))
+            else:
+                self.parked.append(sock)
+                if len(self.parked) > MAX_PARKED:
+                    self.flush_parked()
+
+    def flush_parked(self) -> None:
+        """Decide every parked socket's role with what is known now (the namespace is going,
+        or too many are waiting)."""
+        waiting, self.parked = self.parked, []
+        self._settle(waiting)
+
+    def _settle(self, destroyed: Iterable[TcpSocket]) -> None:
+        """Count sockets seen only in their destroy event, their listeners now known."""
+        for sock in destroyed:
+            track = self._new_track(sock, False)
             self._drop(sock.cookie)
             self._apply(track, sock, final=True)
 
     # -- internals ----------------------------------------------------------------------
     def _new_track(self, sock: TcpSocket, baseline: bool) -> _Track:
-        client = self.roles.is_client(sock)
+        client = not self.listeners.is_server(sock)
         if client:
             key = self._client_key(sock)
         else:
             key = FlowKey(self.label, sock.local_ip, sock.remote_ip, sock.local_port, SERVER)
         if baseline:
+            # What the socket moved before start is never counted, so its base may err high:
+            # a FIN hidden in it only keeps the next count from rising, never makes it rise.
+            fin = sock.state in _FIN_RECEIVED_STATES
             track = _Track(key, client, sock, _sent_payload(sock, client, False),
-                           self._received_payload(sock, False, False), established=sock.delivered > 0)
+                           max(0, sock.bytes_received - fin), established=sock.delivered > 0)
+            track.fin = fin
         else:
             track = _Track(key, client, None, 0, 0, established=False)
             track.attempt = client
+            self.opens += 1
         # A SYN still waiting for its first hop has no conntrack entry yet: resolve it later.
         track.resolving = (client and sock.state == SYN_SENT and key.remote_ip == sock.remote_ip
                            and self.resolve_service is not None)
@@ -247,12 +306,6 @@ class NamespaceAccountant:
             counters = self.interval[key] = FlowCounters()
         return counters
 
-    @staticmethod
-    def _received_payload(sock: TcpSocket, fin: bool, final: bool) -> int:
-        if fin or (final and sock.bytes_received > 0):
-            return max(0, sock.bytes_received - 1)
-        return sock.bytes_received
-
     def _apply(self, track: _Track, sock: TcpSocket, final: bool) -> None:
         if track.resolving:
             self._resolve_late(track, sock)
@@ -262,7 +315,7 @@ class NamespaceAccountant:
             track.attempt = False
         last = track.last
         sent = _sent_payload(sock, track.client, final)
-        received = max(track.received, self._received_payload(sock, track.fin, final))
+        received = max(track.received, _received_payload(track, sock, final))
         c.sent_bytes += max(0, sent - track.sent)
         c.received_bytes += received - track.received
         track.sent, track.received = max(sent, track.sent), received

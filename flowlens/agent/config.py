@@ -34,6 +34,7 @@ class AgentConfig:
     spool_dir: str = "/var/lib/flowlens/spool"
     spool_max_bytes: int = 64 << 20
     service_cidrs: str = "10.96.0.0/12,172.20.0.0/16"
+    watchdog: float = 0.0  # seconds a cycle may take before /healthz fails; 0: max(10, 2 × interval)
     proc: str = "/proc"
     run_netns: str = "/run/netns"
 
@@ -48,6 +49,8 @@ class AgentConfig:
             raise ConfigError(f"interval must be a positive number of seconds, not {self.interval}")
         if self.max_flow_series < 0:
             raise ConfigError("max-flow-series must be 0 or more")
+        if self.watchdog < 0:
+            raise ConfigError(f"watchdog must be 0 (automatic) or a positive number of seconds, not {self.watchdog}")
         if self.idle_grace < self.interval:
             raise ConfigError("idle-grace must be at least one interval")
         return self

@@ -142,6 +142,7 @@ class Reporter:
         self.sent = 0
         self.rejected = 0
         self.failures = 0
+        self._current: tuple[str, bytes] | None = None
         self._thread = threading.Thread(target=self._run, name="flowlens-reporter", daemon=True)
         self._thread.start()
 
@@ -164,11 +165,13 @@ class Reporter:
             if item is None:
                 self.queue.task_done()
                 return
+            self._current = item
             report_id, body = item
             try:
                 if not self._replay() or not self._post(report_id, body):
                     self.spool.put(report_id, body)
             finally:
+                self._current = None
                 self.queue.task_done()
 
     def _replay(self) -> bool:
@@ -207,7 +210,21 @@ class Reporter:
         while self.queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Deliver what is queued within ``timeout``; spool whatever is left (the report being
+        sent too: should it arrive after all, its id makes the replay a duplicate)."""
         self.queue.put(None)
-        self._thread.join(timeout=10)
+        self._thread.join(timeout=timeout)
+        if self._thread.is_alive():
+            left = [self._current] if self._current is not None else []
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    left.append(item)
+            for report_id, body in left:
+                self.spool.put(report_id, body)
+            log.warning("collector slow at shutdown: %d reports left in the spool for the next start", len(left))
         self.client.close()

@@ -1,9 +1,13 @@
-"""The running agent: a collection loop, the HTTP endpoint, and what they share.
+"""The running agent: a collection loop, the HTTP endpoint, a watchdog, and what they share.
 
 The loop runs one cycle per interval: sampler → flow series → node counters → a frozen
-snapshot of metric families and of the last interval's flows. The HTTP server (a thread of
-its own) only reads those snapshots: ``/metrics`` in Prometheus text or OpenMetrics by content
-negotiation, ``/flows`` as JSON, ``/healthz``.
+snapshot of metric families and of the last interval's flows; between cycles it reads the
+socket-destroy events as they arrive. The HTTP server (a thread of its own) only reads those
+snapshots: ``/metrics`` in Prometheus text or OpenMetrics by content negotiation, ``/flows``
+as JSON, ``/healthz``. The watchdog (another thread) turns ``/healthz`` unhealthy while a
+cycle is stuck, when cycles stop coming, or while a namespace had to be abandoned, so that
+Kubernetes restarts an agent that counts nothing; it recovers by itself with the next clean
+cycle. A stop request (SIGTERM) ends the loop at once, even in the middle of a cycle.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from flowlens.model.errors import FlowlensError
 log = logging.getLogger(__name__)
 
 COLLECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# The loop looks at its stop flag at least this often while it waits for the next cycle.
+STOP_CHECK_SECONDS = 0.25
 
 
 class SelfStats:
@@ -79,6 +85,52 @@ class SelfStats:
         return out
 
 
+class AgentStopping(BaseException):
+    """Raised in the loop's thread to end a cycle at once when the agent is told to stop."""
+
+
+class Watchdog:
+    """Health from the loop's progress, checked by a thread of its own."""
+
+    def __init__(self, agent: Agent, stall_after: float) -> None:
+        self.agent = agent
+        self.stall_after = stall_after
+        self.problem = ""  # empty while healthy
+        self.stalls = 0  # episodes of a stuck or missing cycle
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="flowlens-watchdog", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(min(1.0, self.stall_after / 4)):
+            self.check()
+
+    def check(self) -> str:
+        """Re-evaluate health now; returns the problem, empty when healthy."""
+        agent, now = self.agent, time.monotonic()
+        problem = ""
+        started = agent.cycle_started
+        if started is not None and now - started > self.stall_after:
+            problem = (f"collection cycle stuck for {now - started:.0f} s while "
+                       f"{agent.sampler.busy or 'between namespaces'}")
+        elif now - agent.last_cycle_end > self.stall_after + 2 * agent.config.interval:
+            problem = f"no collection cycle completed for {now - agent.last_cycle_end:.0f} s"
+        elif agent.last_result is not None and agent.last_result.errors and agent.last_timeouts:
+            problem = "namespaces abandoned in the last cycle: " + "; ".join(agent.last_result.errors)
+        if problem and not self.problem:
+            self.stalls += 1
+            log.error("agent unhealthy: %s", problem)
+        elif self.problem and not problem:
+            log.warning("agent healthy again")
+        self.problem = problem
+        return problem
+
+
 class Agent:
     """Collection loop plus the snapshots the HTTP endpoint serves."""
 
@@ -100,14 +152,32 @@ class Agent:
         self.registry.register(self.collector)
         self.last_flows: list[dict[str, Any]] = []
         self.last_result: CycleResult | None = None
+        self.cycle_started: float | None = None  # monotonic start of the cycle running now
+        self.last_cycle_end = time.monotonic()
+        self.last_timeouts = 0  # namespaces abandoned in the last cycle
+        self.watchdog = Watchdog(self, config.watchdog or max(10.0, 2 * config.interval))
         self._stop = threading.Event()
         self._cycle_done = threading.Condition()
 
     def start(self) -> None:
         self.sampler.start()
+        self.last_cycle_end = time.monotonic()
+        self.watchdog.start()
+
+    @property
+    def problem(self) -> str:
+        """Why the agent is unhealthy; empty when it is healthy."""
+        return self.watchdog.problem
 
     def run_cycle(self) -> CycleResult:
-        result = self.sampler.cycle()
+        timeouts = self.sampler.timeouts
+        self.cycle_started = time.monotonic()
+        try:
+            result = self.sampler.cycle()
+        finally:
+            self.cycle_started = None
+        self.last_timeouts = self.sampler.timeouts - timeouts
+        self.last_cycle_end = time.monotonic()
         self.series.update(result.end, result.flows, result.rtt_samples, result.active_sockets)
         self.stats.observe(result)
         families = flow_families(self.series)
@@ -123,25 +193,47 @@ class Agent:
             self._cycle_done.notify_all()
         return result
 
-    def loop(self) -> None:
+    def loop(self, cycles: int = 0) -> None:
+        """Run cycles every interval until stopped (or ``cycles`` of them), reading destroy
+        events in between."""
         next_at = time.monotonic() + self.config.interval
-        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
-            try:
-                self.run_cycle()
-            except FlowlensError as err:
-                log.error("collection cycle failed: %s", err)
-            next_at += self.config.interval
-            if next_at < time.monotonic():  # a slow cycle: skip ahead rather than burst
-                next_at = time.monotonic() + self.config.interval
+        done = 0
+        try:
+            while not self._stop.is_set() and (not cycles or done < cycles):
+                wait = next_at - time.monotonic()
+                if wait > 0:
+                    self.sampler.pump(min(wait, STOP_CHECK_SECONDS))
+                    continue
+                try:
+                    self.run_cycle()
+                except FlowlensError as err:
+                    log.error("collection cycle failed: %s", err)
+                done += 1
+                next_at += self.config.interval
+                if next_at < time.monotonic():  # a slow cycle: skip ahead rather than burst
+                    next_at = time.monotonic() + self.config.interval
+        except AgentStopping:
+            log.info("stopping in the middle of a cycle")
 
     def stop(self) -> None:
         self._stop.set()
 
-    def close(self) -> None:
-        """Hand what is queued to the collector (or the spool), then release the kernel handles."""
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def stop_now(self) -> None:
+        """Stop from a signal handler: ends a running cycle at once, in the loop's thread."""
+        self._stop.set()
+        if self.cycle_started is not None and threading.current_thread() is threading.main_thread():
+            raise AgentStopping
+
+    def close(self, timeout: float = 0.7) -> None:
+        """Hand what is queued to the collector, or to the spool if it does not take it within
+        ``timeout``, then release the kernel handles."""
+        self.watchdog.stop()
         if self.reporter is not None:
-            self.reporter.flush()
-            self.reporter.close()
+            self.reporter.close(timeout)
         self.sampler.close()
 
     def wait_cycle(self, timeout: float) -> CycleResult | None:
@@ -200,7 +292,11 @@ class _Handler(BaseHTTPRequestHandler):
                 body["flows"] = self.agent.last_flows
             self._send(200, "application/json", json.dumps(body).encode())
         elif url.path == "/healthz":
-            self._send(200, "text/plain", b"ok\n")
+            problem = self.agent.problem
+            if problem:
+                self._send(503, "text/plain", f"unhealthy: {problem}\n".encode())
+            else:
+                self._send(200, "text/plain", b"ok\n")
         else:
             self._send(404, "text/plain", b"not found: try /metrics, /flows or /healthz\n")
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import errno
 import socket
 import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flowlens.kernel.netlink import (
     NETLINK_NETFILTER,
     NLM_F_REQUEST,
     NLMSG_ERR,
     NLMSG_ERROR,
-    RECV_SIZE,
     NetlinkSocket,
     iter_attrs,
     pack_attr,
@@ -267,8 +266,15 @@ class Conntrack:
         payload = layout.pack(src_raw, dst_raw, protocol, sport, dport)
         nl = self._nl
         seq = nl.request(CT_GET, payload, NLM_F_REQUEST)
+        try:
+            return self._answer(seq, layout, payload, protocol, src_raw, sport, dst_raw, dport)
+        finally:
+            nl.answered()
+
+    def _answer(self, seq: int, layout: Any, payload: bytes, protocol: int, src_raw: bytes, sport: int,
+                dst_raw: bytes, dport: int) -> NatTarget | None:
         while True:
-            data = nl.sock.recv(RECV_SIZE)
+            data = self._nl.receive()
             for kind, start, end, msg_seq in split_messages(data):
                 if msg_seq != seq:
                     continue  # a late answer to an earlier, abandoned request

@@ -5,6 +5,13 @@ Only what flowlens needs: dump requests answered by multi-part replies that end 
 event sockets. Payload layouts live with each family (:mod:`sock_diag`, :mod:`rtnetlink`).
 Messages are handed out as ``(type, buffer, start, end)`` so that hot paths can parse in place
 with precompiled :class:`struct.Struct` objects instead of copying.
+
+A netlink socket answers one dump at a time: a second request sent while a dump is being read
+makes the kernel refuse it or interleave answers, and a reader waiting for the wrong answer
+waits forever. So a socket has at most one request in flight (a second is a programming error,
+raised at once), a dump abandoned half-way is read to its end before the next request, and
+every read has a timeout: the kernel answers in microseconds, so silence means something is
+wrong, and the caller is told instead of blocked.
 """
 
 from __future__ import annotations
@@ -13,9 +20,10 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
-from flowlens.model.errors import NetlinkError, PrivilegeError
+from flowlens.model.errors import NetlinkError, NetlinkTimeout, PrivilegeError
 
 NLMSG_HDR = struct.Struct("=IHHII")
 NLA_HDR = struct.Struct("=HH")
@@ -42,6 +50,8 @@ NETLINK_ADD_MEMBERSHIP = 1
 # The kernel never puts more than 32 KiB in one dump datagram; a bigger buffer costs nothing
 # but lets event sockets drain several notifications per syscall.
 RECV_SIZE = 1 << 16
+# How long one read may wait for the kernel's answer to a request.
+REPLY_TIMEOUT = 2.0
 
 Message = tuple[int, bytes, int, int]
 
@@ -71,17 +81,29 @@ def pack_attr(kind: int, payload: bytes) -> bytes:
     return NLA_HDR.pack(length, kind) + payload + b"\0" * (align4(length) - length)
 
 
+def open_netlink(protocol: int) -> socket.socket:
+    """The real socket; tests hand in another opener that replays recorded datagrams."""
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+
+
+Opener = Callable[[int], Any]
+
+
 class NetlinkSocket:
     """One netlink socket of one protocol, bound in the network namespace it was opened in."""
 
-    def __init__(self, protocol: int, groups: tuple[int, ...] = (), rcvbuf: int = 0) -> None:
+    def __init__(self, protocol: int, groups: tuple[int, ...] = (), rcvbuf: int = 0,
+                 timeout: float = REPLY_TIMEOUT, opener: Opener = open_netlink) -> None:
         try:
-            self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, protocol)
+            self.sock = opener(protocol)
         except PermissionError as err:
             raise PrivilegeError("cannot open a netlink socket: run as root or grant CAP_NET_ADMIN") from err
         self.sock.bind((0, 0))
+        self.timeout = timeout
+        self.sock.settimeout(timeout)
+        self.rcvbuf = 0
         if rcvbuf:
-            self._set_rcvbuf(rcvbuf)
+            self.set_rcvbuf(rcvbuf)
         for group in groups:
             try:
                 self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
@@ -91,12 +113,14 @@ class NetlinkSocket:
                     "cannot subscribe to socket-destroy events: run as root or grant CAP_NET_ADMIN"
                 ) from err
         self._seq = 0
+        self._in_flight = 0  # the sequence number of a request whose answer is not read yet
 
-    def _set_rcvbuf(self, size: int) -> None:
+    def set_rcvbuf(self, size: int) -> None:
         try:  # SO_RCVBUFFORCE ignores rmem_max but needs CAP_NET_ADMIN.
             self.sock.setsockopt(socket.SOL_SOCKET, 33, size)
         except PermissionError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        self.rcvbuf = size
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -105,30 +129,65 @@ class NetlinkSocket:
         self.sock.close()
 
     def request(self, msg_type: int, payload: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> int:
+        if self._in_flight:
+            raise RuntimeError(f"netlink request sent while the answer to request {self._in_flight} is unread")
         self._seq += 1
         header = NLMSG_HDR.pack(NLMSG_HDR.size + len(payload), msg_type, flags, self._seq, 0)
         self.sock.send(header + payload)
+        self._in_flight = self._seq
         return self._seq
 
+    def receive(self) -> bytes:
+        """One datagram of the answer to the request in flight, or :class:`NetlinkTimeout`."""
+        try:
+            return self.sock.recv(RECV_SIZE)
+        except TimeoutError as err:
+            raise NetlinkTimeout(f"the kernel did not answer a netlink request within {self.timeout:g} s",
+                                 errno.ETIMEDOUT) from err
+
+    def answered(self) -> None:
+        """The request in flight has been answered in full; the socket takes a new one."""
+        self._in_flight = 0
+
     def dump(self, msg_type: int, payload: bytes) -> Iterator[list[Message]]:
-        """Send a dump request and yield its reply one datagram (a list of messages) at a time."""
+        """Send a dump request and yield its reply one datagram (a list of messages) at a time.
+
+        Abandoning the iteration early is allowed: the rest of the reply is read and dropped
+        before the socket takes its next request."""
         seq = self.request(msg_type, payload)
-        while True:
-            data = self.sock.recv(RECV_SIZE)
-            batch: list[Message] = []
-            for kind, start, end, msg_seq in split_messages(data):
-                if msg_seq != seq:
-                    continue  # a late answer to an earlier, abandoned request
-                if kind == NLMSG_DONE:
-                    if batch:
-                        yield batch
-                    return
-                if kind == NLMSG_ERROR:
-                    raise_for_error(data, start)
-                    continue
-                batch.append((kind, data, start, end))
-            if batch:
-                yield batch
+        done = False
+        try:
+            while not done:
+                data = self.receive()
+                batch: list[Message] = []
+                for kind, start, end, msg_seq in split_messages(data):
+                    if msg_seq != seq:
+                        continue  # a late answer to an earlier, abandoned request
+                    if kind == NLMSG_DONE:
+                        done = True
+                        break
+                    if kind == NLMSG_ERROR:
+                        done = True
+                        raise_for_error(data, start)
+                        break
+                    batch.append((kind, data, start, end))
+                if batch:
+                    yield batch
+        finally:
+            if not done:
+                self._finish(seq)
+            self.answered()
+
+    def _finish(self, seq: int) -> None:
+        """Read an abandoned dump to its end, so its answers cannot be taken for the next one's."""
+        try:
+            while True:
+                data = self.receive()
+                for kind, _start, _end, msg_seq in split_messages(data):
+                    if msg_seq == seq and kind in (NLMSG_DONE, NLMSG_ERROR):
+                        return
+        except (NetlinkTimeout, OSError):
+            return  # nothing more is coming; later answers are skipped by their sequence number
 
     def drain(self) -> Iterator[bytes]:
         """Yield every datagram waiting on a (multicast) socket without blocking.

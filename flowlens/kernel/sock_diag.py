@@ -12,15 +12,20 @@ from __future__ import annotations
 import errno
 import socket
 import struct
+import time
 from collections.abc import Iterator
 
 from flowlens.kernel.netlink import (
     NETLINK_SOCK_DIAG,
     NLMSG_ERROR,
+    REPLY_TIMEOUT,
     NetlinkSocket,
+    Opener,
+    open_netlink,
     raise_for_error,
     split_messages,
 )
+from flowlens.model.errors import NetlinkTimeout
 from flowlens.model.sockets import (
     CLOSE,
     CLOSE_WAIT,
@@ -143,25 +148,29 @@ def _info_offset(data: bytes, start: int, end: int) -> int:
 class SockDiag:
     """Dumps of the TCP sockets of the namespace this object was created in."""
 
-    def __init__(self) -> None:
-        self._nl = NetlinkSocket(NETLINK_SOCK_DIAG)
+    def __init__(self, timeout: float = REPLY_TIMEOUT, opener: Opener = open_netlink) -> None:
+        self._nl = NetlinkSocket(NETLINK_SOCK_DIAG, timeout=timeout, opener=opener)
         self.addresses = AddressCache()
 
     def parse(self, data: bytes, start: int, end: int) -> TcpSocket | None:
         return parse_socket(data, start, end, self.addresses)
 
-    def scan(self, states: int = STATE_MASK) -> Iterator[Entry]:
+    def scan(self, states: int = STATE_MASK, deadline: float = 0.0) -> Iterator[Entry]:
         """Like :meth:`dump`, but each socket is only peeked at: cookie, state and a
         fingerprint of its counters. Decoding (:meth:`parse`) is left to the caller, who only
         needs it for sockets whose fingerprint changed; on a node full of idle keep-alive
-        connections that is most of the work saved."""
+        connections that is most of the work saved. Past ``deadline`` (``time.monotonic``),
+        the dump is abandoned with :class:`NetlinkTimeout`."""
         peek, fingerprint = DIAG_PEEK.unpack_from, TCPI_FINGERPRINT.unpack_from
+        clock = time.monotonic
         for family in (socket.AF_INET, socket.AF_INET6):
             payload = REQ_V2.pack(family, socket.IPPROTO_TCP, 1 << (INET_DIAG_INFO - 1), states)
             # The attributes before INET_DIAG_INFO are laid out alike for every socket of a dump:
             # find tcp_info once, then only check its attribute header is where it was.
             at, header = 0, b""
             for batch in self._nl.dump(SOCK_DIAG_BY_FAMILY, payload):
+                if deadline and clock() > deadline:
+                    raise NetlinkTimeout("the socket dump took longer than its cycle allows")
                 for _kind, data, start, end in batch:
                     if not at or data[start + at - 4:start + at] != header:
                         at = _info_offset(data, start, end)
@@ -173,9 +182,6 @@ class SockDiag:
 
     def close(self) -> None:
         self._nl.close()
-
-    def listening_ports(self) -> set[int]:
-        return {sock.local_port for sock in self.dump(1 << LISTEN)}
 
     def dump(self, states: int = STATE_MASK) -> Iterator[TcpSocket]:
         """Every TCP socket (IPv4 then IPv6) except TIME_WAIT and pending requests."""
@@ -197,12 +203,20 @@ class DestroyEvents:
     and the caller must resynchronise from a dump.
     """
 
-    def __init__(self, rcvbuf: int = 8 << 20) -> None:
-        self._nl = NetlinkSocket(
-            NETLINK_SOCK_DIAG, groups=(GROUP_INET_TCP_DESTROY, GROUP_INET6_TCP_DESTROY), rcvbuf=rcvbuf
-        )
+    def __init__(self, rcvbuf: int = 8 << 20, opener: Opener = open_netlink) -> None:
+        # Non-blocking: an event socket is only read when it has something to read.
+        self._nl = NetlinkSocket(NETLINK_SOCK_DIAG, groups=(GROUP_INET_TCP_DESTROY, GROUP_INET6_TCP_DESTROY),
+                                 rcvbuf=rcvbuf, timeout=0.0, opener=opener)
         self.addresses = AddressCache()
         self.overflows = 0
+        self.received = 0  # notifications read since the socket was opened
+
+    @property
+    def rcvbuf(self) -> int:
+        return self._nl.rcvbuf
+
+    def resize(self, rcvbuf: int) -> None:
+        self._nl.set_rcvbuf(rcvbuf)
 
     def close(self) -> None:
         self._nl.close()
@@ -229,6 +243,7 @@ class DestroyEvents:
             if kind == NLMSG_ERROR:
                 raise_for_error(data, start)
             elif kind == SOCK_DIAG_BY_FAMILY:
+                self.received += 1
                 sock = parse_socket(data, start, end, self.addresses)
                 if sock is not None:
                     out.append(sock)

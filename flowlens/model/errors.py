@@ -25,6 +25,10 @@ class NetlinkError(FlowlensError):
         self.errno = errno
 
 
+class NetlinkTimeout(NetlinkError):
+    """The kernel did not answer a netlink request in time: the socket may be out of step."""
+
+
 class ConfigError(FlowlensError):
     """A configuration value (flag, environment variable, YAML file) is invalid."""
 

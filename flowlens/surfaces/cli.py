@@ -124,7 +124,7 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
     with serving(cfg) as runner:
         logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
                                            cfg.interval)
-        signal.signal(signal.SIGTERM, lambda *_: runner.stop())
+        signal.signal(signal.SIGTERM, lambda *_: runner.stop_now())
         runner.loop()
 
 
@@ -142,9 +142,11 @@ def live(port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt
     with serving(cfg) as runner, Live(console=Console(), auto_refresh=False) as view:
         err_console.print(f"flowlens agent: metrics at http://{cfg.address}:{cfg.port}/metrics, "
                           f"refreshing every {cfg.interval:g}s; Ctrl-C to stop")
-        while deadline is None or time.monotonic() < deadline:
-            time.sleep(cfg.interval)
-            result = runner.run_cycle()
+        while (deadline is None or time.monotonic() < deadline) and not runner.stopped:
+            runner.loop(cycles=1)
+            result = runner.last_result
+            if result is None:
+                continue
             title = (f"flowlens · top flows · {time.strftime('%H:%M:%S')} · {result.sockets} sockets in "
                      f"{result.namespaces} namespaces · cycle {result.collect_seconds * 1000:.0f} ms")
             view.update(flows_table(runner.last_flows, limit, title), refresh=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import threading
 import time
@@ -130,6 +131,7 @@ def register(app: typer.Typer) -> None:
             with serving(config) as agent:
                 if duration:
                     threading.Timer(duration, agent.stop).start()
+                signal.signal(signal.SIGTERM, lambda *_: agent.stop_now())
                 agent.loop()
         finally:
             server.should_exit = True
