@@ -146,11 +146,8 @@ def _rtt_buckets(totals: SeriesTotals) -> list[tuple[str, float]]:
 def flow_families(series: FlowSeries) -> list[Metric]:
     """The per-flow families, own series first, then each namespace's remainder."""
     fams = {spec.name: family(spec.name) for spec in METRICS if spec.labels[:5] == FLOW_LABELS}
-    rows: list[tuple[list[str], SeriesTotals]] = [
-        (flow_labels(key), chosen.totals) for key, chosen in series.selected.items()
-    ]
-    rows += [(remainder_labels(netns), totals) for netns, totals in series.other.items()]
-    for labels, totals in rows:
+    for owner, totals in series.exported():
+        labels = remainder_labels(owner) if isinstance(owner, str) else flow_labels(owner)
         c = totals.counters
         fams["flowlens_flow_sent_bytes_total"].add_metric(labels, c.sent_bytes)
         fams["flowlens_flow_received_bytes_total"].add_metric(labels, c.received_bytes)
@@ -174,6 +171,7 @@ class SnapshotCollector(Collector):
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._families: list[Metric] = []
+        self.scrapes = 0  # how many times the snapshot was read: series settle on it
 
     def publish(self, families: Iterable[Metric]) -> None:
         frozen = list(families)
@@ -183,6 +181,7 @@ class SnapshotCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         with self._lock:
             families = self._families
+            self.scrapes += 1
         return iter(families)
 
 

@@ -162,6 +162,9 @@ class Agent:
     def start(self) -> None:
         self.sampler.start()
         self.last_cycle_end = time.monotonic()
+        # Every namespace's remainder is exported at zero before any traffic is counted in it.
+        self.series.watch(self.sampler.labels(), self.sampler.clock(), self.collector.scrapes)
+        self.collector.publish(flow_families(self.series))
         self.watchdog.start()
 
     @property
@@ -178,7 +181,9 @@ class Agent:
             self.cycle_started = None
         self.last_timeouts = self.sampler.timeouts - timeouts
         self.last_cycle_end = time.monotonic()
-        self.series.update(result.end, result.flows, result.rtt_samples, result.active_sockets)
+        self.series.watch(self.sampler.labels(), result.end, self.collector.scrapes)
+        self.series.update(result.end, result.flows, result.rtt_samples, result.active_sockets,
+                           self.collector.scrapes)
         self.stats.observe(result)
         families = flow_families(self.series)
         families += node_families(result.node, self.config.node, self.config.instance_id, self.allowance_qdiscs)

@@ -392,6 +392,9 @@ class Sampler:
         self._last_end = now
         return result
 
+    def labels(self) -> list[str]:
+        return [watch.ns.label for watch in self.watches.values()]
+
     def unattributed(self) -> dict[str, tuple[int, float]]:
         """Per namespace: connections lost before the agent saw them, and their estimated bytes."""
         return {w.ns.label: (w.unattributed, w.unattributed_bytes) for w in self.watches.values()}

@@ -1,10 +1,16 @@
 """Running per-flow totals behind the exported series, bounded in number.
 
-At most ``max_series`` flows get series of their own. Everything else of a namespace is
-folded into one ``other`` remainder, so a sum over a namespace is always exact. A flow's own
-series counts from the moment it was selected (what happened before stays in the remainder),
-and when a flow loses its series (idle past the grace period, or displaced by a flow with more
-loss) its totals move into the remainder: both stay monotonic, as counters must.
+At most ``max_series`` flows get series of their own. Everything else of a namespace goes to
+one ``other`` remainder, so what a namespace moved is always the sum of its series'
+increases: ``sum by (netns) (increase(...[w]))`` is exact over any window ``w``. For that,
+no series ever jumps and no increase is ever lost between two scrapes:
+
+- a flow's own series is born at zero and only starts counting once scrapers have read that
+  zero (two scrapes, or ``linger`` seconds); until then its traffic goes to the remainder;
+- a flow that loses its series to a flow with more loss keeps it, frozen, until scrapers have
+  read its final value (two scrapes, or ``linger`` seconds), and only what it moves from then
+  on goes to the remainder: the remainder never absorbs a flow's past;
+- a flow idle past the grace period has long had its final value read: its series just ends.
 
 Flows are ranked as the reference product ranks them: loss first (retransmissions, timeouts,
 failed connections), then bytes, over the last interval.
@@ -13,6 +19,7 @@ failed connections), then bytes, over the last interval.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flowlens.model.flows import FlowCounters, FlowKey
@@ -25,6 +32,10 @@ _RTT_BOUNDS_US = tuple(int(b * 1e6) for b in RTT_BUCKETS)
 # A displaced flow must have held its series at least this many intervals, so that the
 # selection does not churn every interval.
 MIN_HOLD_INTERVALS = 3
+# Scrapes that must read a series' first zero (or its final value) before it counts (or ends).
+SCRAPES_TO_SETTLE = 2
+# ...or seconds, when scrapes are rarer than that (or there are none).
+SERIES_LINGER = 120.0
 
 
 @dataclass(slots=True)
@@ -55,86 +66,152 @@ class _Selected:
     totals: SeriesTotals
     last_active: float
     since_interval: int
+    born_scrapes: int  # scrapes done when its zero was published
+    born_at: float
+    counting: bool = False
+
+
+@dataclass(slots=True)
+class _Remainder:
+    """A namespace's ``other`` series. Born at zero like every series: what its namespace moves
+    before scrapers have read that zero waits in ``pending``, added once they have."""
+
+    totals: SeriesTotals = field(default_factory=SeriesTotals)
+    pending: SeriesTotals | None = None
+    born_scrapes: int = 0
+    born_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Retired:
+    totals: SeriesTotals
+    frozen_scrapes: int
+    frozen_at: float
 
 
 class FlowSeries:
     """Per-flow and per-namespace-remainder totals, updated once per interval."""
 
-    def __init__(self, max_series: int = 500, idle_grace: float = 300.0) -> None:
+    def __init__(self, max_series: int = 500, idle_grace: float = 300.0, linger: float = SERIES_LINGER) -> None:
         self.max_series = max_series
         self.idle_grace = idle_grace
+        self.linger = linger
         self.selected: dict[FlowKey, _Selected] = {}
-        self.other: dict[str, SeriesTotals] = {}
+        self.retired: dict[FlowKey, _Retired] = {}  # exported, frozen, until read
+        self._remainders: dict[str, _Remainder] = {}
         self._interval = 0
+        self._scrapes = 0
+        self._now = 0.0
+
+    @property
+    def other(self) -> dict[str, SeriesTotals]:
+        """Each namespace's remainder as exported."""
+        return {netns: r.totals for netns, r in self._remainders.items()}
+
+    def watch(self, namespaces: Iterable[str], now: float, scrapes: int = 0) -> None:
+        """Export a zero remainder for each namespace before any of its traffic comes."""
+        self._scrapes, self._now = scrapes, now
+        for netns in namespaces:
+            self._remainder(netns)
 
     def update(self, now: float, flows: dict[FlowKey, FlowCounters],
-               rtt_samples: dict[FlowKey, list[int]], active: dict[FlowKey, int]) -> None:
+               rtt_samples: dict[FlowKey, list[int]], active: dict[FlowKey, int], scrapes: int = 0) -> None:
+        """Add one interval. ``scrapes`` is how many times the exported series were read so far."""
         self._interval += 1
+        self._scrapes, self._now = scrapes, now
+        self._release(now)
+        self._settle_remainders(now)
         self._expire(now)
-        self._select(flows)
+        self._select(flows, now)
         for key, counters in flows.items():
             samples = rtt_samples.get(key, [])
             chosen = self.selected.get(key)
-            if chosen is not None:
+            if chosen is not None and not counters.is_idle():
+                chosen.last_active = now
+            if chosen is not None and self._counts(chosen, now):
                 chosen.totals.add(counters, samples)
-                if not counters.is_idle():
-                    chosen.last_active = now
             else:
                 self._remainder(key.netns).add(counters, samples)
         self._set_active(active)
 
+    def _settled(self, scrapes_then: int, then: float, now: float) -> bool:
+        return self._scrapes - scrapes_then >= SCRAPES_TO_SETTLE or now - then >= self.linger
+
+    def _counts(self, chosen: _Selected, now: float) -> bool:
+        if not chosen.counting and chosen.since_interval < self._interval \
+                and self._settled(chosen.born_scrapes, chosen.born_at, now):
+            chosen.counting = True
+        return chosen.counting
+
     def _remainder(self, netns: str) -> SeriesTotals:
-        totals = self.other.get(netns)
-        if totals is None:
-            totals = self.other[netns] = SeriesTotals()
-        return totals
+        """Where the namespace's unselected traffic goes now."""
+        remainder = self._remainders.get(netns)
+        if remainder is None:
+            remainder = self._remainders[netns] = _Remainder(pending=SeriesTotals(), born_scrapes=self._scrapes,
+                                                               born_at=self._now)
+        return remainder.pending if remainder.pending is not None else remainder.totals
+
+    def _settle_remainders(self, now: float) -> None:
+        for remainder in self._remainders.values():
+            if remainder.pending is not None and self._settled(remainder.born_scrapes, remainder.born_at, now):
+                remainder.totals.absorb(remainder.pending)
+                remainder.totals.active_sockets = remainder.pending.active_sockets
+                remainder.pending = None
+
+    def _release(self, now: float) -> None:
+        for key in [k for k, r in self.retired.items() if self._settled(r.frozen_scrapes, r.frozen_at, now)]:
+            del self.retired[key]
 
     def _expire(self, now: float) -> None:
         for key in [k for k, s in self.selected.items() if now - s.last_active > self.idle_grace]:
-            self._fold(key)
+            del self.selected[key]  # unchanged for the whole grace period: every scraper has its value
 
-    def _fold(self, key: FlowKey) -> None:
-        self._remainder(key.netns).absorb(self.selected.pop(key).totals)
+    def _retire(self, key: FlowKey, now: float) -> None:
+        totals = self.selected.pop(key).totals
+        totals.active_sockets = 0  # its open sockets count in the remainder from now on
+        self.retired[key] = _Retired(totals, self._scrapes, now)
 
-    def _select(self, flows: dict[FlowKey, FlowCounters]) -> None:
+    def _select(self, flows: dict[FlowKey, FlowCounters], now: float) -> None:
         def rank(key: FlowKey) -> tuple[int, int]:
             c = flows.get(key)
             return (c.loss_score(), c.total_bytes()) if c is not None else (0, 0)
 
-        candidates = sorted((k for k, c in flows.items() if k not in self.selected and not c.is_idle()),
+        candidates = sorted((k for k, c in flows.items()
+                             if k not in self.selected and k not in self.retired and not c.is_idle()),
                             key=rank, reverse=True)
         free = self.max_series - len(self.selected)
         for key in candidates[:max(free, 0)]:
-            self._take(key)
+            self._take(key, now)
         candidates = candidates[max(free, 0):]
         if not candidates:
             return
         holders = sorted((k for k, s in self.selected.items()
                           if self._interval - s.since_interval >= MIN_HOLD_INTERVALS), key=rank)
         for candidate, holder in zip(candidates, holders, strict=False):
-            if rank(candidate) <= rank(holder):
+            # Frozen series wait to be read; at most as many as there are own series.
+            if rank(candidate) <= rank(holder) or len(self.retired) >= self.max_series:
                 break
-            self._fold(holder)
-            self._take(candidate)
+            self._retire(holder, now)
+            self._take(candidate, now)
 
-    def _take(self, key: FlowKey) -> None:
-        self.selected[key] = _Selected(SeriesTotals(), 0.0, self._interval)
+    def _take(self, key: FlowKey, now: float) -> None:
+        self.selected[key] = _Selected(SeriesTotals(), now, self._interval, self._scrapes, now)
 
     def _set_active(self, active: dict[FlowKey, int]) -> None:
         for chosen in self.selected.values():
             chosen.totals.active_sockets = 0
-        for totals in self.other.values():
-            totals.active_sockets = 0
+        for remainder in self._remainders.values():
+            remainder.totals.active_sockets = 0
+            if remainder.pending is not None:
+                remainder.pending.active_sockets = 0
         for key, count in active.items():
             chosen = self.selected.get(key)
             target = chosen.totals if chosen is not None else self._remainder(key.netns)
             target.active_sockets += count
 
-    def namespace_total(self, netns: str) -> FlowCounters:
-        """Everything counted in one namespace since start: own series plus remainder."""
-        total = FlowCounters()
-        total.add(self._remainder(netns).counters)
-        for key, chosen in self.selected.items():
-            if key.netns == netns:
-                total.add(chosen.totals.counters)
-        return total
+    def exported(self) -> list[tuple[FlowKey | str, SeriesTotals]]:
+        """Every series to export: own (flow key), retired (flow key), remainder (namespace)."""
+        rows: list[tuple[FlowKey | str, SeriesTotals]] = [(k, s.totals) for k, s in self.selected.items()]
+        rows += [(k, r.totals) for k, r in self.retired.items()]
+        rows += [(netns, r.totals) for netns, r in self._remainders.items()]
+        return rows

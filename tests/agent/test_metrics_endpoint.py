@@ -48,11 +48,21 @@ def agent_with_traffic(ns_pair: NsPair):
     agent.start()
     server = Server(b, ns_pair.ip_b, 8080, reply=4321).start()
     try:
+        http = serve(agent)
+        url = f"http://127.0.0.1:{config.port}/metrics"
+        # A series is born at zero and counts once scrapers have read its zero: a first
+        # request makes the flow's series, which counts the three after it.
+        for _ in range(2):
+            httpx.get(url)
+        assert request(a, ns_pair.ip_b, 8080, 50_000) == 4321
+        time.sleep(0.1)
+        agent.run_cycle()
+        for _ in range(2):
+            httpx.get(url)
         for _ in range(3):
             assert request(a, ns_pair.ip_b, 8080, 100_000) == 4321
         time.sleep(0.1)
         agent.run_cycle()
-        http = serve(agent)
         yield agent, ns_pair
     finally:
         server.stop()
@@ -79,14 +89,19 @@ def test_flow_counters_parse_and_match_the_traffic(agent_with_traffic):
     assert value(parsed, "flowlens_flow_rtt_seconds_count", **client) == 3
     assert value(parsed, "flowlens_flow_rtt_seconds_bucket", le="+Inf", **client) == 3
     assert value(parsed, "flowlens_agent_namespaces") >= 3
-    assert value(parsed, "flowlens_agent_cycles_total") == 1
-    assert value(parsed, "flowlens_agent_collect_seconds_count") == 1
+    assert value(parsed, "flowlens_agent_cycles_total") == 2
+    assert value(parsed, "flowlens_agent_collect_seconds_count") == 2
+    # The first request went to the namespace's remainder while the flow's series was born.
+    namespace = sum(v for (n, ls), v in parsed.items() if n == "flowlens_flow_sent_bytes_total"
+                    and dict(ls)["netns"] == pair.a)
+    assert namespace == 350_000
+    assert value(parsed, "flowlens_flow_sent_bytes_total", netns=pair.a, remote_ip="other") == 50_000
 
     # Self-consistency with the kernel: interface and MIB counters equal what the kernel says.
     opens = int(ns_exec(pair.a, "cat", "/proc/net/snmp").stdout.split("Tcp:")[2].split()[4])
     assert value(parsed, "flowlens_tcp_active_opens_total", netns=pair.a) == opens
     assert value(parsed, "egress_flow", pod=pair.a, node="node-1", instance_id="i-123") == opens
-    assert value(parsed, "ingress_flow", pod=pair.b) == 3
+    assert value(parsed, "ingress_flow", pod=pair.b) == 4
     sent_b = value(parsed, "flowlens_interface_transmit_bytes_total", netns=pair.b, iface="veth0")
     assert value(parsed, "egress_bytes", pod=pair.b) == sent_b > 3 * 4321
     assert value(parsed, "flowlens_qdisc_bytes_total", netns=pair.b, iface="veth0", qdisc="tbf") > 0
