@@ -73,6 +73,20 @@ METRICS: tuple[MetricSpec, ...] = (
                "Sockets whose destroy event was lost: their counters after their last dump are missing."),
     MetricSpec("flowlens_agent_event_overflows_total", "counter", (),
                "Times the kernel dropped socket-destroy events (ENOBUFS); the agent resynchronises."),
+    MetricSpec("flowlens_agent_destroy_events_total", "counter", (),
+               "Socket-destroy events read between cycles (each is one socket's final counters)."),
+    MetricSpec("flowlens_agent_unattributed_connections_total", "counter", ("netns",),
+               "Connections the namespace's kernel opened (TcpActiveOpens + TcpPassiveOpens) that never "
+               "reached the agent, in a dump or a destroy event: their counters are missing from the flows."),
+    MetricSpec("flowlens_agent_unattributed_estimated_bytes_total", "counter", ("netns",),
+               "Estimate of the payload bytes of the unattributed connections: their number times the "
+               "namespace's mean bytes per counted connection."),
+    MetricSpec("flowlens_agent_namespace_timeouts_total", "counter", (),
+               "Namespace polls abandoned because the kernel did not answer in time (the namespace is "
+               "counted again from the next cycle)."),
+    MetricSpec("flowlens_agent_stalls_total", "counter", (),
+               "Times the watchdog found the agent stuck, without cycles, or abandoning namespaces."),
+    MetricSpec("flowlens_agent_healthy", "gauge", (), "1 while /healthz answers ok, 0 while it reports a problem."),
     MetricSpec("flowlens_agent_flow_series", "gauge", (), "Flows that have series of their own."),
     MetricSpec("flowlens_agent_cycles_total", "counter", (), "Collection cycles completed."),
     MetricSpec("flowlens_interface_receive_bytes_total", "counter", ("netns", "iface", "kind"),

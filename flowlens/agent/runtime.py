@@ -60,7 +60,7 @@ class SelfStats:
         self.cpu_seconds += result.cpu_seconds
         self.cycles += 1
 
-    def families(self, sampler: Sampler, result: CycleResult, series: FlowSeries) -> list[Any]:
+    def families(self, sampler: Sampler, result: CycleResult, series: FlowSeries, watchdog: Watchdog) -> list[Any]:
         hist = family("flowlens_agent_collect_seconds")
         running, buckets = 0, []
         for bound, n in zip((*COLLECT_BUCKETS, float("inf")), self.collect_buckets, strict=True):
@@ -74,6 +74,10 @@ class SelfStats:
             "flowlens_agent_namespace_errors": len(sampler.failed),
             "flowlens_agent_events_lost_total": sampler.lost_events,
             "flowlens_agent_event_overflows_total": sampler.overflows,
+            "flowlens_agent_destroy_events_total": sampler.events_read,
+            "flowlens_agent_namespace_timeouts_total": sampler.timeouts,
+            "flowlens_agent_stalls_total": watchdog.stalls,
+            "flowlens_agent_healthy": 0 if watchdog.problem else 1,
             "flowlens_agent_flow_series": len(series.selected),
             "flowlens_agent_cycles_total": self.cycles,
         }
@@ -82,7 +86,12 @@ class SelfStats:
             fam = family(name)
             fam.add_metric([], value)
             out.append(fam)
-        return out
+        connections = family("flowlens_agent_unattributed_connections_total")
+        estimate = family("flowlens_agent_unattributed_estimated_bytes_total")
+        for netns, (count, bytes_estimate) in sampler.unattributed().items():
+            connections.add_metric([netns], count)
+            estimate.add_metric([netns], round(bytes_estimate))
+        return [*out, connections, estimate]
 
 
 class AgentStopping(BaseException):
@@ -187,7 +196,7 @@ class Agent:
         self.stats.observe(result)
         families = flow_families(self.series)
         families += node_families(result.node, self.config.node, self.config.instance_id, self.allowance_qdiscs)
-        families += self.stats.families(self.sampler, result, self.series)
+        families += self.stats.families(self.sampler, result, self.series, self.watchdog)
         self.collector.publish(families)
         self.last_flows = interval_rows(result)
         if self.reporter is not None:

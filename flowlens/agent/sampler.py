@@ -232,7 +232,7 @@ class Sampler:
         self.lost_events = 0
         self.overflows = 0
         self.timeouts = 0  # namespace polls abandoned because the kernel did not answer in time
-        self.events = 0  # destroy events read between cycles
+        self.events_read = 0  # destroy events read between cycles
         self.busy = ""  # what the cycle is doing now, for the watchdog; empty between cycles
         self._selector = selectors.DefaultSelector()
         self._last_end = clock()
@@ -319,7 +319,7 @@ class Sampler:
                 count += watch.apply_events()
             except (OSError, FlowlensError) as err:
                 log.warning("reading destroy events of %s failed: %s", watch.ns.label, err)
-        self.events += count
+        self.events_read += count
         return count
 
     def cycle(self) -> CycleResult:

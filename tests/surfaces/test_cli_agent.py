@@ -94,7 +94,13 @@ def node_agent(ns_pair: NsPair):
 def test_agent_reports_shaper_drops_as_allowance_exceeded_and_flows_as_json(node_agent):
     pair, port = node_agent
     server = Server(pair.b, pair.ip_b, 9000).start()
+    metrics = f"http://127.0.0.1:{port}/metrics"
     try:
+        # A flow's series is born at zero with its first traffic and counts once scraped twice.
+        assert request(pair.a, pair.ip_b, 9000, 10) == 0
+        time.sleep(0.7)
+        for _ in range(2):
+            ns_exec(pair.a, "curl", "-sf", metrics)
         assert request(pair.a, pair.ip_b, 9000, 2_000_000) == 0
     finally:
         server.stop()
