@@ -25,6 +25,7 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -158,6 +159,43 @@ def connect(host: str, port: int, rate: float, seconds: float, seed: int, max_re
         tally.sent += HEADER.size + request
         tally.received += got
     return tally
+
+
+# -- driving it from a test ------------------------------------------------------------------
+PYTHON = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _spawn(ns: str, *args: str) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.Popen(["ip", "netns", "exec", ns, PYTHON, "-m", "tests.churn", *args],
+                            stdout=subprocess.PIPE, text=True, env=env)
+
+
+def start_servers(ns: str, port: int, workers: int = 2) -> list[subprocess.Popen[str]]:
+    """Server workers sharing a port (SO_REUSEPORT), ready when this returns."""
+    procs = [_spawn(ns, "serve", str(port)) for _ in range(workers)]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    return procs
+
+
+def start_clients(ns: str, host: str, port: int, rate: float, seconds: float, procs: int = 1,
+                  seed: int = 0) -> list[subprocess.Popen[str]]:
+    return [_spawn(ns, "connect", host, str(port), str(rate / procs), str(seconds), "--seed", str(seed + i))
+            for i in range(procs)]
+
+
+def finish(procs: list[subprocess.Popen[str]], stop: bool = False, timeout: float = 120) -> Tally:
+    """Wait for (or, with ``stop``, stop) load processes and add up what they counted."""
+    total = Tally()
+    for proc in procs:
+        if stop:
+            proc.terminate()
+        out, _ = proc.communicate(timeout=timeout)
+        line = json.loads(out.strip().splitlines()[-1])
+        total.add(Tally(line["connections"], line["failed"], line["sent"], line["received"]))
+    return total
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -190,6 +190,8 @@ class Agent:
             self.cycle_started = None
         self.last_timeouts = self.sampler.timeouts - timeouts
         self.last_cycle_end = time.monotonic()
+        self.last_result = result
+        self.watchdog.check()  # health as of this cycle, for the snapshot below
         self.series.watch(self.sampler.labels(), result.end, self.collector.scrapes)
         self.series.update(result.end, result.flows, result.rtt_samples, result.active_sockets,
                            self.collector.scrapes)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from flowlens.agent.accounting import NamespaceAccountant
 from flowlens.agent.node import NamespaceCounters, NodeReaders, safe_read
 from flowlens.agent.services import ServiceResolver
-from flowlens.kernel.netlink import REPLY_TIMEOUT
+from flowlens.kernel.netlink import REPLY_TIMEOUT, Opener, open_netlink
 from flowlens.kernel.netns import HOST_LABEL, Netns, discover, entered
 from flowlens.kernel.sock_diag import DestroyEvents, SockDiag
 from flowlens.model.errors import FlowlensError, NetlinkTimeout, PrivilegeError
@@ -66,11 +66,13 @@ class NamespaceWatch:
     """The agent's open handles on one network namespace."""
 
     def __init__(self, ns: Netns, is_host: bool, event_buffer: int = EVENT_BUFFER,
-                 resolve_service: ServiceResolver | None = None, timeout: float = REPLY_TIMEOUT) -> None:
+                 resolve_service: ServiceResolver | None = None, timeout: float = REPLY_TIMEOUT,
+                 dump_opener: Opener = open_netlink) -> None:
         self.ns = ns
         self.is_host = is_host
         self.event_buffer = event_buffer
         self.timeout = timeout
+        self.dump_opener = dump_opener
         self.accountant = NamespaceAccountant(ns.label, resolve_service=resolve_service)
         self.sockets = 0
         self.event_buffer_max = EVENT_BUFFER_MAX
@@ -94,7 +96,7 @@ class NamespaceWatch:
         # Subscribe before the first dump so no socket can die unseen in between.
         self.events = DestroyEvents(self.event_buffer)
         try:
-            self.diag = SockDiag(self.timeout)
+            self.diag = SockDiag(self.timeout, self.dump_opener)
             self.node = NodeReaders(self.is_host)
         except BaseException:
             self.events.close()
@@ -105,7 +107,7 @@ class NamespaceWatch:
     def reopen_diag(self) -> None:
         """A dump that timed out may leave answers in flight: start again on a fresh socket."""
         self.diag.close()
-        self._enter(lambda: setattr(self, "diag", SockDiag(self.timeout)))
+        self._enter(lambda: setattr(self, "diag", SockDiag(self.timeout, self.dump_opener)))
 
     def prime(self, baseline: bool) -> None:
         """First look: with ``baseline`` the namespace's existing sockets are not counted."""
@@ -215,8 +217,10 @@ class Sampler:
                  clock: Callable[[], float] = time.time, namespaces: bool = True,
                  node_counters: bool = True, event_buffer: int = EVENT_BUFFER,
                  only: tuple[str, ...] = (), service_cidrs: str = "", event_buffer_max: int = EVENT_BUFFER_MAX,
-                 timeout: float = REPLY_TIMEOUT, namespace_deadline: float = NAMESPACE_DEADLINE) -> None:
+                 timeout: float = REPLY_TIMEOUT, namespace_deadline: float = NAMESPACE_DEADLINE,
+                 dump_opener: Opener = open_netlink) -> None:
         self.proc, self.run_netns, self.clock = proc, run_netns, clock
+        self.dump_opener = dump_opener  # how sock_diag dump sockets are opened (tests wrap it)
         self.node_counters = node_counters
         self.event_buffer = event_buffer
         self.event_buffer_max = event_buffer_max
@@ -277,7 +281,7 @@ class Sampler:
     def _attach(self, ns: Netns, is_host: bool, baseline: bool) -> None:
         self.busy = f"attaching network namespace {ns.label}"
         try:
-            watch = NamespaceWatch(ns, is_host, self.event_buffer, self.services, self.timeout)
+            watch = NamespaceWatch(ns, is_host, self.event_buffer, self.services, self.timeout, self.dump_opener)
             watch.event_buffer_max = self.event_buffer_max
             watch.prime(baseline)
         except FlowlensError as err:

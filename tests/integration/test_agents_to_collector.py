@@ -77,3 +77,30 @@ def test_cloud_service_flows_land_in_the_aws_view(ns_pair: NsPair, files):
         server.stop()
         agent.close()
         collector.stop()
+
+
+def test_a_connection_between_two_watched_namespaces_counts_once_without_an_inventory(ns_pair: NsPair, files):
+    """`flowlens up` on a host: no Kubernetes, both ends watched by the same agent."""
+    folder, inventory, ranges = files
+    collector = RunningCollector(folder, inventory, ranges).start()
+    agent = Agent(AgentConfig(interval=1.0, node="laptop", collector=collector.url, spool_dir=str(folder / "spool")),
+                  Sampler(only=(ns_pair.a, ns_pair.b)))
+    agent.start()
+    server = Server(ns_pair.b, ns_pair.ip_b, 8080, reply=2000).start()
+    try:
+        for _ in range(5):
+            assert request(ns_pair.a, ns_pair.ip_b, 8080, 10_000) == 2000
+        time.sleep(0.2)
+        agent.run_cycle()
+        agent.reporter.flush()
+        store, flt = collector.collector.store, FlowFilter()
+        rows = store.flow_table(flt, View.CLUSTER, TopBy.BYTES, 10)
+        assert [(r.bytes_to_server, r.bytes_to_client, r.connection_attempts) for r in rows] == [(50_000, 10_000, 5)]
+        assert rows[0].retransmitted_segments == 0
+        edges = store.service_map(flt, MapLevel.WORKLOAD).edges
+        assert sum(e.bytes_to_destination for e in edges) == 50_000
+        assert sum(e.bytes_to_source for e in edges) == 10_000
+    finally:
+        server.stop()
+        agent.close()
+        collector.stop()

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from flowlens.collector.enrich.cloud import CloudOwner, CloudRanges
 from flowlens.collector.enrich.inventory import Endpoint, Inventory
+from flowlens.collector.enrich.observed import ObservedAddresses
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_SCHEMA, NODE_SCHEMA
 from flowlens.model.report import Report
 
@@ -33,6 +34,7 @@ class Enricher:
     cloud: CloudRanges | None = None
     region: str = ""
     vpc_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
+    observed: ObservedAddresses = field(default_factory=ObservedAddresses)
 
     def flows(self, report: Report) -> pa.Table:
         t = report.interval.start
@@ -41,6 +43,7 @@ class Enricher:
         agent_node = self.inventory.nodes.get(report.agent.node, Endpoint("node", report.agent.node,
                                                                            node=report.agent.node))
         columns: dict[str, list] = {f.name: [] for f in FLOW_SCHEMA}
+        self.observed.learn(report.agent.node, {flow.local_ip for flow in report.flows})
         with self.inventory.lock:
             for flow in report.flows:
                 local_port = flow.server_port if flow.role == "server" else None
@@ -49,8 +52,17 @@ class Enricher:
                 remote = self.inventory.endpoint(flow.remote_ip, remote_port, t)
                 service = self.inventory.services.get(flow.service_ip) if flow.service_ip else None
                 cloud = self.cloud.owner(flow.remote_ip) if (remote is None and self.cloud) else None
+                if remote is None and cloud is None:
+                    remote = self._observed(flow.remote_ip)
                 self._append_row(columns, report, flow, start, end, local, remote, service, cloud)
         return pa.Table.from_pydict(columns, schema=FLOW_SCHEMA)
+
+    def _observed(self, address: str) -> Endpoint | None:
+        """An address no inventory knows but an agent reports from: that agent's host."""
+        node = self.observed.node_of(address)
+        if node is None:
+            return None
+        return self.inventory.nodes.get(node) or Endpoint("node", node, node=node)
 
     def _append_row(self, columns: dict[str, list], report: Report, flow, start: datetime, end: datetime,
                     local: Endpoint, remote: Endpoint | None, service: Endpoint | None,
