@@ -137,3 +137,43 @@ def test_live_view_runs_the_agent_and_shows_the_table():
     assert result.returncode == 0, result.stderr
     assert "flowlens · top flows" in result.stdout
     assert "metrics at http://0.0.0.0:" in result.stderr
+
+
+@pytest.mark.parametrize("when", ["between cycles", "in a cycle"])
+def test_sigterm_stops_the_agent_within_a_second(when: str, tmp_path):
+    import signal
+
+    port = free_port()
+    proc = subprocess.Popen([*FLOWLENS, "agent", "--address", "127.0.0.1", "--port", str(port), "--interval", "0.2",
+                             "--collector", "http://127.0.0.1:9", "--spool-dir", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 15
+        while subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/healthz"], capture_output=True).returncode:
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.1)
+        # Many sockets make cycles long enough to be caught in one.
+        held = [open_socket_pair() for _ in range(500 if when == "in a cycle" else 0)]
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=5)
+        took = time.monotonic() - sent
+        for pair in held:
+            for sock in pair:
+                sock.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert code == 0, proc.stderr.read() if proc.stderr else ""
+    assert took < 1.0, f"took {took:.2f} s"
+
+
+def open_socket_pair():
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    return client, server
