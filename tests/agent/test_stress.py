@@ -77,7 +77,7 @@ def test_5000_connections_per_second_for_a_minute_are_counted_exactly(ns_pair: N
     ns_exec(a, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1")
     servers = start_servers(b, port, workers=2)
     sampler = Sampler(only=(a, b))
-    with running_agent(sampler, interval) as (agent, results):
+    with running_agent(sampler, interval) as (_agent, results):
         started = time.monotonic()
         clients = finish(start_clients(a, ns_pair.ip_b, port, rate=5000, seconds=60, procs=3), timeout=300)
         elapsed = time.monotonic() - started
