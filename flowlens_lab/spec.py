@@ -59,6 +59,9 @@ class LabSpec:
     visibility_timeout_s: int = 30
     max_receives: int = 3
     agent_interval_s: float = 5.0
+    # Generations take as long as on the reference's GPU (SDXL-Turbo on an A10G: 7.6 steps/s),
+    # so the queue backs up and the autoscaler scales out as in the scenario, whatever the CPU.
+    gpu_steps_per_second: float = 7.6
     topology_aware: bool = False
     service_cidr_base: str = "10.96.0."
     aws_subnet: str = "10.9.0."

@@ -19,8 +19,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import uvicorn
@@ -49,12 +49,17 @@ log = logging.getLogger("inference_workload.runtime")
 Loader = Callable[[], tuple[Model, LoadReport]]
 
 
+# An upscale holds the model about as long as this many denoising steps.
+UPSCALE_STEPS = 4
+
+
 class Runtime:
     """The model once loaded, the generation lock and the metrics: the state behind the routes."""
 
     def __init__(self, loader: Loader, metrics: RuntimeMetrics, cost: int,
-                 on_load_failure: Callable[[BaseException], None] | None = None) -> None:
+                 on_load_failure: Callable[[BaseException], None] | None = None, steps_per_second: float = 0.0) -> None:
         self.loader, self.metrics, self.cost = loader, metrics, cost
+        self.steps_per_second = steps_per_second
         self.on_load_failure = on_load_failure
         self.model: Model | None = None
         self.report: LoadReport | None = None
@@ -77,6 +82,16 @@ class Runtime:
         # stdout, bare, like the WebUI: the lab and users grep for this exact line.
         print(report.log_line(), flush=True)
 
+    @contextmanager
+    def generating(self, steps: float) -> Iterator[None]:
+        """Hold the model for one generation, at least as long as ``steps`` take at the configured
+        speed: the pace of a GPU, whatever this machine's CPU does (0: as fast as it goes)."""
+        with self.lock:
+            started = time.monotonic()
+            yield
+            if self.steps_per_second > 0:
+                time.sleep(max(0.0, started + steps / self.steps_per_second - time.monotonic()))
+
     def require_model(self) -> Model:
         if self.model is None:
             raise HTTPException(503, self.error or "model is loading")
@@ -84,9 +99,10 @@ class Runtime:
 
 
 def create_app(loader: Loader, *, cost: int = generate.DEFAULT_COST, metrics: RuntimeMetrics | None = None,
-               on_load_failure: Callable[[BaseException], None] | None = None) -> FastAPI:
+               on_load_failure: Callable[[BaseException], None] | None = None,
+               steps_per_second: float = 0.0) -> FastAPI:
     """The runtime's ASGI app; the model load starts when the app starts."""
-    runtime = Runtime(loader, metrics or RuntimeMetrics(), cost, on_load_failure)
+    runtime = Runtime(loader, metrics or RuntimeMetrics(), cost, on_load_failure, steps_per_second)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> Any:
@@ -130,7 +146,7 @@ def _add_generation_routes(app: FastAPI, runtime: Runtime) -> None:
     def txt2img(request: Txt2ImgRequest) -> ImageResponse:
         params = gen_params(request, runtime.require_model().name)
         count = request.batch_size * request.n_iter
-        with runtime.lock:
+        with runtime.generating(params.steps * count):
             images, seeds = generate.txt2img(params, count, runtime.cost)
         metrics.steps.labels("txt2img").inc(params.steps * count)
         return _image_response("txt2img", request, images, info_json(params, seeds, request), metrics)
@@ -140,7 +156,7 @@ def _add_generation_routes(app: FastAPI, runtime: Runtime) -> None:
         params = gen_params(request, runtime.require_model().name)
         init = _decode(request.init_images[0], "init_images[0]")
         count = request.batch_size * request.n_iter
-        with runtime.lock:
+        with runtime.generating(max(1, int(params.steps * params.denoising_strength)) * count):
             images, seeds = generate.img2img(params, init, count, runtime.cost)
         metrics.steps.labels("img2img").inc(max(1, int(params.steps * params.denoising_strength)) * count)
         if not request.include_init_images:
@@ -154,7 +170,7 @@ def _add_generation_routes(app: FastAPI, runtime: Runtime) -> None:
         image = _decode(request.image, "image")
         size = (request.upscaling_resize_w, request.upscaling_resize_h) if request.resize_mode == 1 else None
         try:
-            with runtime.lock:
+            with runtime.generating(UPSCALE_STEPS):
                 png = generate.upscale(image, factor=request.upscaling_resize, size=size,
                                        upscaler_1=request.upscaler_1, upscaler_2=request.upscaler_2,
                                        upscaler_2_visibility=request.extras_upscaler_2_visibility)
@@ -244,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.should_exit = True
 
-    app = create_app(loader, cost=args.cost, on_load_failure=stop)
+    app = create_app(loader, cost=args.cost, on_load_failure=stop, steps_per_second=args.steps_per_second)
     server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower()))
     server.run()
     return 1 if failed.is_set() else 0
@@ -264,6 +280,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="ranged GETs in flight at once")
     parser.add_argument("--cost", type=int, default=int(env("GENERATION_COST", str(generate.DEFAULT_COST))),
                         help="smoothing passes per step and pixel: scales generation time (env GENERATION_COST)")
+    parser.add_argument("--steps-per-second", type=float, default=float(env("GENERATION_STEPS_PER_SECOND", "0")),
+                        help="hold each generation at least as long as its steps take at this speed, like a GPU "
+                             "(SDXL-Turbo on an A10G: 7.6); 0: as fast as the CPU goes "
+                             "(env GENERATION_STEPS_PER_SECOND)")
     parser.add_argument("--log-level", default=env("LOG_LEVEL", "info"))
     return parser.parse_args(argv)
 

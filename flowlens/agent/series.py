@@ -5,8 +5,9 @@ one ``other`` remainder, so what a namespace moved is always the sum of its seri
 increases: ``sum by (netns) (increase(...[w]))`` is exact over any window ``w``. For that,
 no series ever jumps and no increase is ever lost between two scrapes:
 
-- a flow's own series is born at zero and only starts counting once scrapers have read that
-  zero (two scrapes, or ``linger`` seconds); until then its traffic goes to the remainder;
+- every series (a flow's own, a namespace's remainder) is born at zero; what it counts before
+  scrapers have read that zero (two scrapes, or ``linger`` seconds) is held back, then added
+  at once: Prometheus sees the zero, then the increase, never a series born with a value;
 - a flow that loses its series to a flow with more loss keeps it, frozen, until scrapers have
   read its final value (two scrapes, or ``linger`` seconds), and only what it moves from then
   on goes to the remainder: the remainder never absorbs a flow's past;
@@ -62,24 +63,24 @@ class SeriesTotals:
 
 
 @dataclass(slots=True)
-class _Selected:
-    totals: SeriesTotals
-    last_active: float
-    since_interval: int
+class _Series:
+    """An exported series. Born at zero: what it counts until scrapers have read that zero waits
+    in ``pending`` (not exported), added once they have."""
+
     born_scrapes: int  # scrapes done when its zero was published
     born_at: float
-    counting: bool = False
+    born_interval: int
+    totals: SeriesTotals = field(default_factory=SeriesTotals)
+    pending: SeriesTotals | None = field(default_factory=SeriesTotals)
+
+    def target(self) -> SeriesTotals:
+        """Where this interval's counts go."""
+        return self.pending if self.pending is not None else self.totals
 
 
 @dataclass(slots=True)
-class _Remainder:
-    """A namespace's ``other`` series. Born at zero like every series: what its namespace moves
-    before scrapers have read that zero waits in ``pending``, added once they have."""
-
-    totals: SeriesTotals = field(default_factory=SeriesTotals)
-    pending: SeriesTotals | None = None
-    born_scrapes: int = 0
-    born_at: float = 0.0
+class _Selected(_Series):
+    last_active: float = 0.0
 
 
 @dataclass(slots=True)
@@ -98,7 +99,7 @@ class FlowSeries:
         self.linger = linger
         self.selected: dict[FlowKey, _Selected] = {}
         self.retired: dict[FlowKey, _Retired] = {}  # exported, frozen, until read
-        self._remainders: dict[str, _Remainder] = {}
+        self._remainders: dict[str, _Series] = {}
         self._interval = 0
         self._scrapes = 0
         self._now = 0.0
@@ -120,16 +121,17 @@ class FlowSeries:
         self._interval += 1
         self._scrapes, self._now = scrapes, now
         self._release(now)
-        self._settle_remainders(now)
+        for series in (*self._remainders.values(), *self.selected.values()):
+            self._settle(series, now)
         self._expire(now)
         self._select(flows, now)
         for key, counters in flows.items():
             samples = rtt_samples.get(key, [])
             chosen = self.selected.get(key)
-            if chosen is not None and not counters.is_idle():
-                chosen.last_active = now
-            if chosen is not None and self._counts(chosen, now):
-                chosen.totals.add(counters, samples)
+            if chosen is not None:
+                if not counters.is_idle():
+                    chosen.last_active = now
+                chosen.target().add(counters, samples)
             else:
                 self._remainder(key.netns).add(counters, samples)
         self._set_active(active)
@@ -137,26 +139,19 @@ class FlowSeries:
     def _settled(self, scrapes_then: int, then: float, now: float) -> bool:
         return self._scrapes - scrapes_then >= SCRAPES_TO_SETTLE or now - then >= self.linger
 
-    def _counts(self, chosen: _Selected, now: float) -> bool:
-        if not chosen.counting and chosen.since_interval < self._interval \
-                and self._settled(chosen.born_scrapes, chosen.born_at, now):
-            chosen.counting = True
-        return chosen.counting
+    def _settle(self, series: _Series, now: float) -> None:
+        if series.pending is not None and series.born_interval < self._interval \
+                and self._settled(series.born_scrapes, series.born_at, now):
+            series.totals.absorb(series.pending)
+            series.totals.active_sockets = series.pending.active_sockets
+            series.pending = None
 
     def _remainder(self, netns: str) -> SeriesTotals:
         """Where the namespace's unselected traffic goes now."""
         remainder = self._remainders.get(netns)
         if remainder is None:
-            remainder = self._remainders[netns] = _Remainder(pending=SeriesTotals(), born_scrapes=self._scrapes,
-                                                               born_at=self._now)
-        return remainder.pending if remainder.pending is not None else remainder.totals
-
-    def _settle_remainders(self, now: float) -> None:
-        for remainder in self._remainders.values():
-            if remainder.pending is not None and self._settled(remainder.born_scrapes, remainder.born_at, now):
-                remainder.totals.absorb(remainder.pending)
-                remainder.totals.active_sockets = remainder.pending.active_sockets
-                remainder.pending = None
+            remainder = self._remainders[netns] = _Series(self._scrapes, self._now, self._interval)
+        return remainder.target()
 
     def _release(self, now: float) -> None:
         for key in [k for k, r in self.retired.items() if self._settled(r.frozen_scrapes, r.frozen_at, now)]:
@@ -167,7 +162,10 @@ class FlowSeries:
             del self.selected[key]  # unchanged for the whole grace period: every scraper has its value
 
     def _retire(self, key: FlowKey, now: float) -> None:
-        totals = self.selected.pop(key).totals
+        chosen = self.selected.pop(key)
+        totals = chosen.totals
+        if chosen.pending is not None:  # born at zero and already read: what it held shows now
+            totals.absorb(chosen.pending)
         totals.active_sockets = 0  # its open sockets count in the remainder from now on
         self.retired[key] = _Retired(totals, self._scrapes, now)
 
@@ -186,7 +184,7 @@ class FlowSeries:
         if not candidates:
             return
         holders = sorted((k for k, s in self.selected.items()
-                          if self._interval - s.since_interval >= MIN_HOLD_INTERVALS), key=rank)
+                          if self._interval - s.born_interval >= MIN_HOLD_INTERVALS), key=rank)
         for candidate, holder in zip(candidates, holders, strict=False):
             # Frozen series wait to be read; at most as many as there are own series.
             if rank(candidate) <= rank(holder) or len(self.retired) >= self.max_series:
@@ -195,23 +193,21 @@ class FlowSeries:
             self._take(candidate, now)
 
     def _take(self, key: FlowKey, now: float) -> None:
-        self.selected[key] = _Selected(SeriesTotals(), now, self._interval, self._scrapes, now)
+        self.selected[key] = _Selected(self._scrapes, now, self._interval, last_active=now)
 
     def _set_active(self, active: dict[FlowKey, int]) -> None:
-        for chosen in self.selected.values():
-            chosen.totals.active_sockets = 0
-        for remainder in self._remainders.values():
-            remainder.totals.active_sockets = 0
-            if remainder.pending is not None:
-                remainder.pending.active_sockets = 0
+        for series in (*self.selected.values(), *self._remainders.values()):
+            series.totals.active_sockets = 0
+            if series.pending is not None:
+                series.pending.active_sockets = 0
         for key, count in active.items():
             chosen = self.selected.get(key)
-            target = chosen.totals if chosen is not None else self._remainder(key.netns)
+            target = chosen.target() if chosen is not None else self._remainder(key.netns)
             target.active_sockets += count
 
     def exported(self) -> list[tuple[FlowKey | str, SeriesTotals]]:
         """Every series to export: own (flow key), retired (flow key), remainder (namespace)."""
-        rows: list[tuple[FlowKey | str, SeriesTotals]] = [(k, s.totals) for k, s in self.selected.items()]
+        rows: list[tuple[FlowKey | str, SeriesTotals]] = [(k, c.totals) for k, c in self.selected.items()]
         rows += [(k, r.totals) for k, r in self.retired.items()]
         rows += [(netns, r.totals) for netns, r in self._remainders.items()]
         return rows

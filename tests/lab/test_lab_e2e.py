@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -120,8 +121,14 @@ def test_small_nodes_exceed_their_inbound_allowance_during_model_loads(running_l
     nodes = [n for n in lab.status()["nodes"] if n["pool"] == "sdruntime"]
     assert nodes and all(n["instance_type"] == "g5.2xlarge" for n in nodes)
     exceeded = sum(agent_metric(n["netns"], "bw_in_allowance_exceeded") for n in nodes)
-    out_of_order = sum(agent_metric(n["netns"], "flowlens_flow_received_out_of_order_segments_total",
-                                    remote_ip="10.9.0.10") for n in nodes)
+
+    out_of_order = 0.0
+    for _ in range(20):  # scraped as Prometheus would: a new flow's series shows once read
+        out_of_order = sum(agent_metric(n["netns"], "flowlens_flow_received_out_of_order_segments_total",
+                                        remote_ip="10.9.0.10") for n in nodes)
+        if out_of_order:
+            break
+        time.sleep(0.5)
     assert exceeded > 0, "the shaper dropped weight downloads beyond the allowance"
     assert out_of_order > 0, "the S3 flows saw the losses"
 
