@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import socket
-import time
 
+from flowlens.collector.service import CollectorConfig
 from flowlens.kernel.netns import entered
-from flowlens.surfaces.collector_cli import serve_collector
+from flowlens.surfaces.collector_cli import run_until_signalled, serve_collector
 from flowlens_lab import aws_side, inventory, network
 from flowlens_lab import state as lab_state
 from flowlens_lab.spec import COLLECTOR_PORT, SCALE
@@ -36,17 +35,10 @@ def main() -> None:
     folder = lab_state.lab_dir()
     ranges = folder / "ip-ranges.json"
     ranges.write_text(json.dumps(aws_side.ip_ranges(region), indent=1))
-    collector, server = serve_collector("127.0.0.1", COLLECTOR_PORT, str(folder / "flowlens.duckdb"), [],
-                                        str(inventory.inventory_path()), False, "", str(ranges), region, "",
-                                        extra_sockets=(fabric_socket(),), bandwidth_scale=SCALE)
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    try:
-        while not stop["now"]:
-            time.sleep(0.5)
-    finally:
-        server.should_exit = True
-        collector.close()
+    config = CollectorConfig(port=COLLECTOR_PORT, store=str(folder / "flowlens.duckdb"),
+                             inventory_file=str(inventory.inventory_path()), ip_ranges=str(ranges), region=region,
+                             bandwidth_scale=SCALE)
+    run_until_signalled(serve_collector(config, extra_sockets=(fabric_socket(),)))
 
 
 if __name__ == "__main__":

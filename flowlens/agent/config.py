@@ -6,6 +6,7 @@ and the environment variable (``FLOWLENS_MAX_FLOW_SERIES``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, fields
@@ -15,6 +16,9 @@ from typing import Any
 import yaml
 
 from flowlens.model.errors import ConfigError
+from flowlens.web.server import check_address
+
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
 
 
 @dataclass(slots=True)
@@ -30,7 +34,14 @@ class AgentConfig:
     instance_id: str = ""
     allowance_qdiscs: str = ""
     collector: str = ""  # URL of the collector to send reports to; none when empty
-    token: str = ""
+    token: str = ""  # the collector's token on the command line (visible in /proc): prefer token_file
+    token_file: str = ""  # file holding the token sent to the collector (re-read when it changes)
+    collector_ca: str = ""  # CA bundle to check an https collector's certificate with
+    metrics_token_file: str = ""  # tokens /metrics and /flows require (one a line); none: open
+    tls_cert: str = ""  # serve /metrics over HTTPS with this certificate
+    tls_key: str = ""
+    max_connections: int = 64  # open connections to /metrics served at once
+    header_timeout: float = 10.0  # seconds a connection may take to send its request
     spool_dir: str = "/var/lib/flowlens/spool"
     spool_max_bytes: int = 64 << 20
     service_cidrs: str = "10.96.0.0/12,172.20.0.0/16"
@@ -45,10 +56,28 @@ class AgentConfig:
     def validate(self) -> AgentConfig:
         if not 0 < self.port < 65536:
             raise ConfigError(f"port {self.port} is out of range: use 1-65535")
-        if self.interval <= 0:
-            raise ConfigError(f"interval must be a positive number of seconds, not {self.interval}")
-        if self.max_flow_series < 0:
-            raise ConfigError("max-flow-series must be 0 or more")
+        if not MIN_INTERVAL <= self.interval <= MAX_INTERVAL:
+            raise ConfigError(f"interval must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds, not "
+                              f"{self.interval:g}")
+        if not 0 <= self.max_flow_series <= 100_000:
+            raise ConfigError(f"max-flow-series must be between 0 and 100000, not {self.max_flow_series}")
+        if self.spool_max_bytes < 1 << 20:
+            raise ConfigError(f"spool-max-bytes must be at least 1 MiB (1048576), not {self.spool_max_bytes}")
+        if not 1 <= self.max_connections <= 10_000:
+            raise ConfigError(f"max-connections must be between 1 and 10000, not {self.max_connections}")
+        if self.header_timeout <= 0:
+            raise ConfigError(f"header-timeout must be a positive number of seconds, not {self.header_timeout:g}")
+        check_address(self.address)
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("tls-cert and tls-key go together: give both, or neither")
+        if self.collector and not self.collector.startswith(("http://", "https://")):
+            raise ConfigError(f"collector {self.collector!r} must be a URL: http://HOST:PORT or https://HOST:PORT")
+        for cidr in filter(None, (c.strip() for c in self.service_cidrs.split(","))):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError(f"service-cidrs: {cidr!r} is not a CIDR range: give ranges like 10.96.0.0/12, "
+                                  "comma-separated") from None
         if self.watchdog < 0:
             raise ConfigError(f"watchdog must be 0 (automatic) or a positive number of seconds, not {self.watchdog}")
         if self.idle_grace < self.interval:

@@ -12,20 +12,21 @@ cycle. A stop request (SIGTERM) ends the loop at once, even in the middle of a c
 
 from __future__ import annotations
 
-import errno
-import json
 import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.exporter import SnapshotCollector, family, flow_families
@@ -35,12 +36,18 @@ from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_report
 from flowlens.agent.sampler import CycleResult, Sampler
 from flowlens.agent.series import FlowSeries
 from flowlens.model.errors import FlowlensError
+from flowlens.web.auth import TokenSet
+from flowlens.web.guard import Guard, Rule
+from flowlens.web.server import Limits, Served, ServerStats, Tls
+from flowlens.web.server import serve as serve_app
 
 log = logging.getLogger(__name__)
 
 COLLECT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # The loop looks at its stop flag at least this often while it waits for the next cycle.
 STOP_CHECK_SECONDS = 0.25
+ENV_TOKEN = "FLOWLENS_AGENT_TOKEN"  # the token sent to the collector
+ENV_METRICS_TOKENS = "FLOWLENS_AGENT_METRICS_TOKENS"  # tokens /metrics and /flows require, comma-separated
 
 
 class SelfStats:
@@ -152,10 +159,12 @@ class Agent:
         self.stats = SelfStats()
         self.allowance_qdiscs = parse_allowance_qdiscs(config.allowance_qdiscs)
         self.node_deltas = NodeDeltas(self.allowance_qdiscs)
+        self.metrics_tokens = TokenSet([config.metrics_token_file], ENV_METRICS_TOKENS, what="metrics token")
         self.reporter: Reporter | None = None
         if config.collector:
-            self.reporter = Reporter(config.collector, config.token,
-                                     Spool(Path(config.spool_dir), config.spool_max_bytes))
+            tokens = TokenSet([config.token_file], ENV_TOKEN, [config.token], what="collector token")
+            self.reporter = Reporter(config.collector, tokens, Spool(Path(config.spool_dir), config.spool_max_bytes),
+                                     verify=config.collector_ca or True)
         self.collector = SnapshotCollector()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
@@ -263,65 +272,60 @@ def serving(config: AgentConfig) -> Iterator[Agent]:
     """An agent started (baseline taken) with its endpoint up; Ctrl-C ends the block quietly."""
     agent = Agent(config)
     agent.start()
-    server = serve(agent)
+    try:
+        served = serve(agent)
+    except BaseException:
+        agent.close()
+        raise
     try:
         yield agent
     except KeyboardInterrupt:
         pass
     finally:
-        server.shutdown()
-        server.server_close()
+        served.stop(2.0)
         agent.close()
 
 
-def serve(agent: Agent) -> ThreadingHTTPServer:
+def serve(agent: Agent) -> Served:
     """Bind the HTTP endpoint (raises a clear error if the port is taken) and serve it."""
-    handler = type("AgentHandler", (_Handler,), {"agent": agent})
-    try:
-        server = ThreadingHTTPServer((agent.config.address, agent.config.port), handler)
-    except OSError as err:
-        if err.errno == errno.EADDRINUSE:
-            raise FlowlensError(
-                f"port {agent.config.port} on {agent.config.address} is already in use: stop the other "
-                "process or choose another with --port"
-            ) from err
-        raise FlowlensError(f"cannot listen on {agent.config.address}:{agent.config.port}: {err.strerror}") from err
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, name="flowlens-http", daemon=True).start()
-    return server
+    config = agent.config
+    limits = Limits(config.header_timeout, config.header_timeout, config.max_connections)
+    return serve_app(endpoint_app(agent, limits.stats), config.address, config.port, limits,
+                     Tls(config.tls_cert, config.tls_key), "flowlens-http")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    agent: Agent
-    server_version = "flowlens-agent"
+def endpoint_app(agent: Agent, stats: ServerStats) -> Guard:
+    """``/metrics``, ``/flows`` (behind the agent's metrics tokens when set) and ``/healthz``."""
 
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        if url.path == "/metrics":
-            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, content_type, encoder(self.agent.registry))
-        elif url.path == "/flows":
-            query = parse_qs(url.query)
-            body = {"interval": self.agent.config.interval, "flows": self.agent.last_flows}
-            if "wait" in query and self.agent.last_result is None:
-                self.agent.wait_cycle(float(query["wait"][0]))
-                body["flows"] = self.agent.last_flows
-            self._send(200, "application/json", json.dumps(body).encode())
-        elif url.path == "/healthz":
-            problem = self.agent.problem
-            if problem:
-                self._send(503, "text/plain", f"unhealthy: {problem}\n".encode())
-            else:
-                self._send(200, "text/plain", b"ok\n")
-        else:
-            self._send(404, "text/plain", b"not found: try /metrics, /flows or /healthz\n")
+    async def metrics(request: Request) -> Response:
+        encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encoder(agent.registry), media_type=content_type)
 
-    def _send(self, code: int, content_type: str, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    async def flows(request: Request) -> Response:
+        body: dict[str, Any] = {"interval": agent.config.interval, "flows": agent.last_flows}
+        wait = request.query_params.get("wait")
+        if wait is not None and agent.last_result is None:
+            try:
+                seconds = min(max(float(wait), 0.0), 60.0)
+            except ValueError:
+                return JSONResponse({"error": "wait must be a number of seconds"}, status_code=422)
+            await run_in_threadpool(agent.wait_cycle, seconds)
+            body["flows"] = agent.last_flows
+        return JSONResponse(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("http: " + format, *args)
+    async def healthz(_request: Request) -> Response:
+        problem = agent.problem
+        if problem:
+            return PlainTextResponse(f"unhealthy: {problem}\n", status_code=503)
+        return PlainTextResponse("ok\n")
+
+    async def not_found(_request: Request, _exc: Exception) -> Response:
+        return PlainTextResponse("not found: try /metrics, /flows or /healthz\n", status_code=404)
+
+    app = Starlette(routes=[Route("/metrics", metrics), Route("/flows", flows), Route("/healthz", healthz)],
+                    exception_handlers={404: not_found})
+
+    def policy(_method: str, path: str) -> Rule:
+        return Rule(None if path == "/healthz" else agent.metrics_tokens, 0)
+
+    return Guard(app, policy, stats)

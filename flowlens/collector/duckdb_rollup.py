@@ -2,7 +2,10 @@
 
 ``roll_up`` folds closed minutes of raw intervals into ``flows_1m``/``nodes_1m`` and closed
 hours of those into ``flows_1h``/``nodes_1h``, summed per flow key (per node and interface),
-and returns the moved watermarks. ``late_bounds`` says which rollups rows arriving after their
+and returns the moved watermarks. Sums saturate at the largest 64-bit integer instead of
+failing: ingest bounds every counter to what an interval can carry, so a sum never gets
+there honestly, and a row that somehow does must not stop every later rollup.
+``late_bounds`` says which rollups rows arriving after their
 minute was folded must also go to, so that rollups always equal their raw rows. ``expire``
 cuts each tier at its retention, but never past what the next tier has summarised.
 """
@@ -23,9 +26,16 @@ TABLES = {("flows", MINUTE): "flows_1m", ("flows", HOUR): "flows_1h", ("nodes", 
           ("nodes", HOUR): "nodes_1h"}
 
 
+INT64_MAX = 2**63 - 1
+
+
+def saturating_sum(column: str) -> str:
+    return f"least(sum({column}), {INT64_MAX})"
+
+
 def flow_rollup_sql(unit: str, source: str, time_col: str, raw: bool) -> str:
     """INSERT of [?, ?) of ``source`` into the ``unit`` flow rollup; ``raw``: source is raw rows."""
-    sums = ", ".join(f"sum({c})" for c in SUMMED)
+    sums = ", ".join(saturating_sum(c) for c in SUMMED)
     rtt = f"max({RAW_RTT_MAX})" if raw else "max(rtt_max_us)"
     intervals = "count(*)" if raw else "sum(intervals)"
     # Ordered by bucket so that each row group covers few buckets: time filters then prune well.
@@ -36,7 +46,7 @@ def flow_rollup_sql(unit: str, source: str, time_col: str, raw: bool) -> str:
 
 def node_rollup_sql(unit: str, source: str, time_col: str, raw: bool) -> str:
     keys = ", ".join(NODE_KEY_COLUMNS)
-    sums = ", ".join(f"sum({c})" for c in NODE_COUNTERS)
+    sums = ", ".join(saturating_sum(c) for c in NODE_COUNTERS)
     intervals = "count(*)" if raw else "sum(intervals)"
     return (f"INSERT INTO {TABLES['nodes', unit]} SELECT date_trunc('{unit}', {time_col}) AS bucket, {keys}, "
             f"{sums}, {intervals} FROM {source} WHERE {time_col} >= ? AND {time_col} < ? GROUP BY ALL ORDER BY bucket")
@@ -59,6 +69,34 @@ def roll_up(w: Cursor, state: TierState, now: datetime, delay: timedelta) -> Tie
     minute = _fold(w, MINUTE, state.minute_watermark, floor(now - delay, GRANULARITY[MINUTE]))
     hour = _fold(w, HOUR, state.hour_watermark, floor(minute, GRANULARITY[HOUR]))
     return TierState(state.raw_horizon, state.minute_horizon, minute, state.hour_horizon, hour)
+
+
+def targets(state: TierState, now: datetime, delay: timedelta) -> dict[str, datetime]:
+    """How far each rollup tier should reach now (hours only as far as the minutes reached)."""
+    minute = floor(now - delay, GRANULARITY[MINUTE])
+    reached = min(minute, state.minute_watermark) if state.minute_watermark is not None else minute
+    return {MINUTE: minute, HOUR: floor(reached, GRANULARITY[HOUR])}
+
+
+def watermark(state: TierState, unit: str) -> datetime | None:
+    return state.minute_watermark if unit == MINUTE else state.hour_watermark
+
+
+def fold_one(w: Cursor, state: TierState, unit: str, bucket: datetime) -> TierState:
+    """Fold exactly one bucket; the watermark moves past it."""
+    end = bucket + GRANULARITY[unit]
+    moved = _fold(w, unit, bucket, end)
+    if unit == MINUTE:
+        return TierState(state.raw_horizon, state.minute_horizon, moved, state.hour_horizon, state.hour_watermark)
+    return TierState(state.raw_horizon, state.minute_horizon, state.minute_watermark, state.hour_horizon, moved)
+
+
+def skip_one(state: TierState, unit: str, bucket: datetime) -> TierState:
+    """Move the watermark past a bucket that cannot be folded (its raw rows stay readable)."""
+    end = bucket + GRANULARITY[unit]
+    if unit == MINUTE:
+        return TierState(state.raw_horizon, state.minute_horizon, end, state.hour_horizon, state.hour_watermark)
+    return TierState(state.raw_horizon, state.minute_horizon, state.minute_watermark, state.hour_horizon, end)
 
 
 def _fold(w: Cursor, unit: str, watermark: datetime | None, target: datetime) -> datetime:

@@ -22,6 +22,7 @@ raw rows give (tests compare them).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -47,10 +48,11 @@ from flowlens.collector.duckdb_schema import (
 from flowlens.collector.duckdb_sql import lit
 from flowlens.collector.idset import IdSet
 from flowlens.collector.store import ReportBatch, Retention, StoreError, StoreStats
-from flowlens.collector.tiers import EARLIEST, TierState
+from flowlens.collector.tiers import EARLIEST, GRANULARITY, HOUR, MINUTE, TierState
 from flowlens.model.queries import FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 _GROUP_ROWS = 500_000  # a group commit stops taking queued reports past this many flow rows
 _BIG_BATCH = 20_000  # rows: from here on, hash first and insert numbers (see _insert_flows)
 _DB = "flowstore"
@@ -339,12 +341,53 @@ class DuckDBStore:
                     state, keys_dropped = duckdb_rollup.expire(w, state, now, self.retention)
                 write_state(w, state)
                 run(w, "COMMIT")
+            except duckdb.Error as err:
+                run(w, "ROLLBACK")
+                log.warning("store maintenance failed as a whole (%s): going on one bucket at a time", err)
+                self.stats.maintenance_failures += 1
+                state, keys_dropped = self._maintain_stepwise(now, retention)
             except BaseException:
                 run(w, "ROLLBACK")
                 raise
             self._state = state
             if keys_dropped:
                 self._ids = self._load_ids()
+
+    def _maintain_stepwise(self, now: datetime, retention: bool) -> tuple[TierState, bool]:
+        """Each bucket in its own transaction; one that fails is logged, counted and skipped
+        (its raw rows stay until retention), so one bad row never stops the rest."""
+        w, state = self._writer, self._state
+        for unit in (MINUTE, HOUR):
+            bucket = duckdb_rollup.watermark(state, unit)
+            target = duckdb_rollup.targets(state, now, self.retention.rollup_delay)[unit]
+            while bucket is not None and bucket < target:
+                folded = self._step(lambda s=state, u=unit, b=bucket: (duckdb_rollup.fold_one(w, s, u, b), False),
+                                    f"the {unit} rollup of {bucket:%Y-%m-%d %H:%M} UTC")
+                if folded is None:
+                    folded = self._step(lambda s=state, u=unit, b=bucket: (duckdb_rollup.skip_one(s, u, b), False),
+                                        "moving past it")
+                state = folded[0] if folded is not None else state
+                bucket += GRANULARITY[unit]
+        if not retention:
+            return state, False
+        expired = self._step(lambda: duckdb_rollup.expire(w, state, now, self.retention), "retention")
+        return expired if expired is not None else (state, False)
+
+    def _step(self, step: Callable[[], tuple[TierState, bool]], what: str) -> tuple[TierState, bool] | None:
+        """Run one maintenance step and store the tier state it returns, in one transaction;
+        None (logged, counted) when it fails."""
+        w = self._writer
+        run(w, "BEGIN TRANSACTION")
+        try:
+            state, keys_dropped = step()
+            write_state(w, state)
+            run(w, "COMMIT")
+            return state, keys_dropped
+        except duckdb.Error as err:
+            run(w, "ROLLBACK")
+            self.stats.maintenance_failures += 1
+            log.warning("store maintenance: %s failed and is skipped: %s", what, err)
+            return None
 
     # -- read path ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_EVENTS = 100_000
+MAX_EVENTS_PER_POST = 1000
 
 
 class EventIn(BaseModel):
@@ -28,7 +29,7 @@ class EventIn(BaseModel):
     start: float = Field(gt=1e9, lt=1e11)
     end: float = Field(gt=1e9, lt=1e11)
     bytes: int = Field(default=0, ge=0)
-    phases: dict[str, float] = Field(default_factory=dict)
+    phases: dict[str, float] = Field(default_factory=dict, max_length=32)
 
 
 @dataclass(frozen=True, slots=True)

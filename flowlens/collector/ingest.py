@@ -1,21 +1,28 @@
-"""Receiving a report: size limits, decompression, authentication, strict validation.
+"""Receiving a report: size limits, strict decompression, strict decoding, a sane time.
 
 Every refusal is an :class:`IngestError` with the HTTP status and a message that says what is
-wrong; nothing of a refused report is stored.
+wrong; nothing of a refused report is stored. Size and authentication are checked by the HTTP
+layer before the body is read (:mod:`flowlens.web.body`); what is left here works on bytes.
+
+Time: a report must end no later than ``max_skew`` seconds from now (a clock ahead of the
+collector's) and no earlier than ``max_age`` ago (by default the raw retention: older rows
+would be deleted at once, so the report is refused as too old rather than called a
+duplicate). Both are 422: the agent keeps such a report and sends it again later, since a
+clock can be fixed.
 """
 
 from __future__ import annotations
 
-import hmac
-import zlib
-
-from pydantic import ValidationError
+from dataclasses import dataclass
 
 from flowlens.model.errors import FlowlensError
-from flowlens.model.report import Report
+from flowlens.model.report import MAX_FLOWS, Report, ReportError, decode_report
+from flowlens.web.body import BodyError, inflate
 
+# A full report of MAX_FLOWS flows is about 90 MB of JSON, 6 MB gzipped: these bound the
+# memory one request can take (body, then inflated text, then decoded flows).
 MAX_BODY_BYTES = 16 << 20  # as sent (compressed)
-MAX_REPORT_BYTES = 128 << 20  # once decompressed: a report of 200,000 flows fits
+MAX_REPORT_BYTES = 128 << 20  # once decompressed
 
 
 class IngestError(FlowlensError):
@@ -24,46 +31,34 @@ class IngestError(FlowlensError):
         self.status = status
 
 
-def check_token(header: str | None, tokens: frozenset[str]) -> None:
-    """No tokens configured means an open collector (a lab, a laptop)."""
-    if not tokens:
-        return
-    if not header:
-        raise IngestError(401, "missing Authorization: Bearer <token> header")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise IngestError(401, "the Authorization header must be 'Bearer <token>'")
-    if not any(hmac.compare_digest(token.strip(), known) for known in tokens):
-        raise IngestError(403, "unknown token")
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """Which report times the collector takes: not older than ``max_age``, not ahead of its
+    clock by more than ``max_skew``."""
 
+    max_age: float = 7 * 86400.0
+    max_skew: float = 300.0
 
-def decompress(body: bytes, encoding: str | None) -> bytes:
-    if len(body) > MAX_BODY_BYTES:
-        raise IngestError(413, f"report body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
-    encoding = (encoding or "identity").strip().lower()
-    if encoding == "identity":
-        return body
-    if encoding != "gzip":
-        raise IngestError(415, f"unsupported Content-Encoding {encoding!r}: send gzip or nothing")
-    inflater = zlib.decompressobj(wbits=31)
-    try:
-        data = inflater.decompress(body, MAX_REPORT_BYTES + 1)
-    except zlib.error as err:
-        raise IngestError(400, f"the body is not valid gzip: {err}") from None
-    if len(data) > MAX_REPORT_BYTES or inflater.unconsumed_tail:
-        raise IngestError(413, f"report is over {MAX_REPORT_BYTES} bytes once decompressed")
-    return data
-
-
-def parse(data: bytes) -> Report:
-    try:
-        return Report.model_validate_json(data)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "report"
-        more = f" (and {err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
-        raise IngestError(422, f"invalid report: {where}: {first['msg']}{more}") from None
+    def check(self, report: Report, now: float) -> None:
+        start, end = report.interval.start, report.interval.end
+        if end > now + self.max_skew:
+            raise IngestError(422, f"report ends {end - now:.0f} s in the future (at most {self.max_skew:.0f} s "
+                                   "allowed): check the agent's clock (NTP)")
+        if start < now - self.max_age:
+            raise IngestError(422, f"report is too old: it starts {(now - start) / 86400:.1f} days ago, past "
+                                   f"the {self.max_age / 86400:g}-day window the store keeps")
 
 
 def decode(body: bytes, encoding: str | None) -> Report:
-    return parse(decompress(body, encoding))
+    """Inflate (bounded, strict gzip) and decode one report."""
+    try:
+        data = inflate(body, encoding, MAX_REPORT_BYTES)
+    except BodyError as err:
+        raise IngestError(err.status, str(err)) from None
+    try:
+        return decode_report(data)
+    except ReportError as err:
+        raise IngestError(422, str(err)) from None
+
+
+__all__ = ["MAX_BODY_BYTES", "MAX_FLOWS", "MAX_REPORT_BYTES", "IngestError", "TimeWindow", "decode"]

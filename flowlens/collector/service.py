@@ -16,11 +16,15 @@ from flowlens.collector.enrich.cloud import CloudRanges
 from flowlens.collector.enrich.enricher import Enricher, parse_cidrs
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
-from flowlens.collector.ingest import check_token, decode
+from flowlens.collector.ingest import IngestError, TimeWindow, decode
 from flowlens.collector.inventory_sources import FileSource, KubernetesSource
 from flowlens.collector.store import FlowStore
+from flowlens.web.auth import TokenSet
 
 log = logging.getLogger(__name__)
+
+ENV_TOKENS = "FLOWLENS_COLLECTOR_TOKENS"  # comma-separated writers' tokens
+ENV_READ_TOKENS = "FLOWLENS_COLLECTOR_READ_TOKENS"
 
 
 @dataclass(slots=True)
@@ -28,7 +32,12 @@ class CollectorConfig:
     address: str = "127.0.0.1"
     port: int = 9102
     store: str = "flowlens.duckdb"
-    tokens: tuple[str, ...] = ()
+    tokens: tuple[str, ...] = ()  # agents' (write) tokens, given as flags: reports and events
+    token_files: tuple[str, ...] = ()  # the same, from files (one token a line)
+    read_tokens: tuple[str, ...] = ()  # readers' tokens: queries, console; none: the write tokens read too
+    read_token_files: tuple[str, ...] = ()
+    max_report_age: float = 0.0  # seconds; 0: the store's raw retention
+    max_clock_skew: float = 300.0
     inventory_file: str = ""
     kubernetes: bool = False
     kubeconfig: str = ""
@@ -41,12 +50,40 @@ class CollectorConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+INGEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
 @dataclass(slots=True)
 class IngestStats:
     reports: int = 0
     duplicates: int = 0
     refused: int = 0
     flows: int = 0
+    refused_by_status: dict[int, int] = field(default_factory=dict)
+    latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(INGEST_BUCKETS) + 1))
+    latency_sum: float = 0.0
+
+    def refuse(self, status: int) -> None:
+        self.refused += 1
+        self.refused_by_status[status] = self.refused_by_status.get(status, 0) + 1
+
+    def observe(self, seconds: float) -> None:
+        """One accepted report's time through the HTTP path (body read to answer)."""
+        index = next((i for i, bound in enumerate(INGEST_BUCKETS) if seconds <= bound), len(INGEST_BUCKETS))
+        self.latency_buckets[index] += 1
+        self.latency_sum += seconds
+
+
+def token_sets(config: CollectorConfig) -> tuple[TokenSet, TokenSet]:
+    """(writers', readers') tokens; readers default to the writers' when none are given."""
+    writers = TokenSet(config.token_files, ENV_TOKENS, config.tokens, "collector token")
+    readers = TokenSet(config.read_token_files, ENV_READ_TOKENS, config.read_tokens, "read token")
+    return writers, (readers if (readers.files or readers) else writers)
+
+
+def check_tokens(config: CollectorConfig) -> None:
+    """Raise ConfigError now for a token file that cannot be read, before anything starts."""
+    token_sets(config)
 
 
 class Collector:
@@ -56,7 +93,8 @@ class Collector:
         self.inventory = Inventory()
         cloud = CloudRanges.load(config.ip_ranges) if config.ip_ranges else None
         self.enricher = Enricher(self.inventory, cloud, config.region, parse_cidrs(config.vpc_cidrs))
-        self.tokens = frozenset(config.tokens)
+        self.write_tokens, self.read_tokens = token_sets(config)
+        self.window = TimeWindow(config.max_report_age or store.retention.raw.total_seconds(), config.max_clock_skew)
         self.events = EventLog(Path(config.store + ".events.jsonl") if config.store not in ("", ":memory:") else None)
         self.stats = IngestStats()
         self._sources: list[Any] = []
@@ -84,15 +122,17 @@ class Collector:
                 else:
                     self.store.roll_up(time.time())
             except Exception as err:  # maintenance must never stop the collector
+                self.store.stats.maintenance_failures += 1
                 log.warning("store maintenance failed: %s", err)
 
-    def ingest(self, body: bytes, encoding: str | None, authorization: str | None) -> dict[str, Any]:
-        """Check, decode, enrich and store one report; raises IngestError (4xx) when refused."""
+    def ingest(self, body: bytes, encoding: str | None) -> dict[str, Any]:
+        """Decode, check, enrich and store one report (its sender already authenticated);
+        raises IngestError (4xx) when refused."""
         try:
-            check_token(authorization, self.tokens)
             report = decode(body, encoding)
-        except Exception:
-            self.stats.refused += 1
+            self.window.check(report, time.time())
+        except IngestError as err:
+            self.stats.refuse(err.status)
             raise
         flows = self.enricher.flows(report)
         nodes = self.enricher.nodes(report)

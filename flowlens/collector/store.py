@@ -64,6 +64,7 @@ class StoreStats:
     node_rows: int = 0
     new_flow_keys: int = 0
     late_rows: int = 0        # arrived after their minute was rolled up
+    maintenance_failures: int = 0  # rollup or retention steps that failed (logged, skipped)
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ from flowlens.agent.flowview import interval_rows
 from flowlens.agent.runtime import serving
 from flowlens.agent.sampler import Sampler
 from flowlens.model.errors import FlowlensError
+from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import flows_table
 
 app = typer.Typer(
@@ -86,8 +87,25 @@ AllowanceOpt = Annotated[str | None, typer.Option("--allowance-qdiscs", help="Re
 CollectorOpt = Annotated[str | None, typer.Option("--collector", help="Collector URL to send each interval's "
                                                   "report to, e.g. http://collector:9102 (env FLOWLENS_COLLECTOR).",
                                                   show_default=False)]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the collector (env FLOWLENS_TOKEN).",
-                                              show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the collector, on the command line "
+                                              "(visible to local users in /proc: prefer --token-file or env "
+                                              "FLOWLENS_AGENT_TOKEN).", show_default=False)]
+TokenFileOpt = Annotated[str | None, typer.Option("--token-file", help="File holding the collector's bearer token, "
+                                                  "re-read when it changes (env FLOWLENS_TOKEN_FILE).",
+                                                  show_default=False)]
+CollectorCaOpt = Annotated[str | None, typer.Option("--collector-ca", help="CA bundle to check an https collector's "
+                                                    "certificate (env FLOWLENS_COLLECTOR_CA).", show_default=False)]
+MetricsTokenOpt = Annotated[str | None, typer.Option("--metrics-token-file", help="File of tokens (one a line) that "
+                                                     "/metrics and /flows require as 'Authorization: Bearer'; also "
+                                                     "env FLOWLENS_AGENT_METRICS_TOKENS. None: open (keep the port "
+                                                     "behind a NetworkPolicy).", show_default=False)]
+TlsCertOpt = Annotated[str | None, typer.Option("--tls-cert", help="Serve /metrics over HTTPS with this certificate "
+                                                "(PEM; env FLOWLENS_TLS_CERT).", show_default=False)]
+TlsKeyOpt = Annotated[str | None, typer.Option("--tls-key", help="Private key of --tls-cert (PEM; env "
+                                               "FLOWLENS_TLS_KEY).", show_default=False)]
+WatchdogOpt = Annotated[float | None, typer.Option("--watchdog", help="Seconds a collection cycle may take before "
+                                                   "/healthz reports the agent stuck (default max(10, 2 × interval); "
+                                                   "env FLOWLENS_WATCHDOG).", show_default=False)]
 SpoolOpt = Annotated[str | None, typer.Option("--spool-dir", help="Where undelivered reports wait (default "
                                               "/var/lib/flowlens/spool; env FLOWLENS_SPOOL_DIR).", show_default=False)]
 SpoolMaxOpt = Annotated[int | None, typer.Option("--spool-max-bytes", help="Bound of the spool; the oldest reports "
@@ -109,7 +127,9 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
           namespaces: NamespacesOpt = None, node: NodeOpt = None, instance_id: InstanceOpt = None,
           allowance_qdiscs: AllowanceOpt = None, collector: CollectorOpt = None, token: TokenOpt = None,
           spool_dir: SpoolOpt = None, spool_max_bytes: SpoolMaxOpt = None,
-          service_cidrs: ServiceCidrsOpt = None) -> None:
+          service_cidrs: ServiceCidrsOpt = None, token_file: TokenFileOpt = None, collector_ca: CollectorCaOpt = None,
+          metrics_token_file: MetricsTokenOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
+          watchdog: WatchdogOpt = None) -> None:
     """Run the per-node agent: account every TCP flow and serve /metrics.
 
     Counting starts at start-up: connections already open are counted only for what they
@@ -119,8 +139,11 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
                   idle_grace=idle_grace, all_namespaces=all_namespaces, namespaces=namespaces, node=node,
                   instance_id=instance_id,
                   allowance_qdiscs=allowance_qdiscs, collector=collector, token=token, spool_dir=spool_dir,
-                  spool_max_bytes=spool_max_bytes, service_cidrs=service_cidrs)
+                  spool_max_bytes=spool_max_bytes, service_cidrs=service_cidrs, token_file=token_file,
+                  collector_ca=collector_ca, metrics_token_file=metrics_token_file, tls_cert=tls_cert,
+                  tls_key=tls_key, watchdog=watchdog)
     logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
+    private_files()
     with serving(cfg) as runner:
         logging.getLogger("flowlens").info("agent serving http://%s:%d/metrics every %gs", cfg.address, cfg.port,
                                            cfg.interval)

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import threading
-import time
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import httpx
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import human_bytes
 
 ENV = "FLOWLENS_"
@@ -33,54 +34,87 @@ NamespaceOpt = Annotated[list[str] | None, typer.Option("--namespace", "-N", hel
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
 
 
-def serve_collector(address: str, port: int, store: str, tokens: list[str], inventory_file: str, kubernetes: bool,
-                    kubeconfig: str, ip_ranges: str, region: str, vpc_cidrs: str,
-                    extra_sockets: tuple[Any, ...] = (), bandwidth_scale: float = 1.0) -> tuple[Any, Any]:
-    """Start a collector in this process (uvicorn on a thread); returns (collector, server).
+@dataclass
+class RunningCollector:
+    """A collector serving its API from this process; :meth:`stop` ends it cleanly."""
 
-    ``extra_sockets`` are listening sockets opened elsewhere (another network namespace) that
-    serve the same API."""
-    import uvicorn
+    collector: Any
+    served: Any
 
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop taking connections, finish the requests in flight, then close the store."""
+        self.served.stop(timeout)
+        self.collector.close()
+
+
+def serve_collector(config: Any, extra_sockets: tuple[Any, ...] = (), tls: Any = None,
+                    limits: Any = None) -> RunningCollector:
+    """Start a collector in this process (its API on a thread); ``extra_sockets`` are listening
+    sockets opened elsewhere (another network namespace) that serve the same API."""
     from flowlens.collector.duckdb_store import DuckDBStore
-    from flowlens.collector.service import Collector, CollectorConfig
+    from flowlens.collector.enrich.enricher import parse_cidrs
+    from flowlens.collector.service import Collector, check_tokens
+    from flowlens.model.errors import ConfigError
     from flowlens.surfaces.api import create_app
+    from flowlens.web.server import Limits, bind, serve
 
-    config = CollectorConfig(address=address, port=port, store=store, tokens=tuple(tokens),
-                             inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
-                             ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs,
-                             bandwidth_scale=bandwidth_scale)
-    collector = Collector(config, DuckDBStore(store))
-    collector.start()
-    server = uvicorn.Server(uvicorn.Config(create_app(collector), host=address, port=port, log_level="warning",
-                                           access_log=False))
-    thread = threading.Thread(target=server.run, name="collector-http", daemon=True)
-    thread.start()
-    for sock in extra_sockets:
-        extra = uvicorn.Server(uvicorn.Config(server.config.app, fd=sock.fileno(), log_level="warning",
-                                              access_log=False))
-        threading.Thread(target=extra.run, name="collector-http-extra", daemon=True).start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            collector.close()
-            from flowlens.model.errors import FlowlensError
+    limits = limits or Limits()
+    check_tokens(config)
+    try:
+        parse_cidrs(config.vpc_cidrs)
+    except ValueError as err:
+        raise ConfigError(f"vpc-cidrs: {err}: give CIDR ranges like 10.20.0.0/16, comma-separated") from None
+    bind(config.address, config.port).close()  # a taken port or a foreign address: one clear line, before the store
+    collector = Collector(config, DuckDBStore(config.store))
+    try:
+        collector.start()
+        served = serve(create_app(collector, limits.stats, limits.body_timeout), config.address, config.port, limits,
+                       tls, "collector-http", extra_sockets)
+    except BaseException:
+        collector.close()
+        raise
+    return RunningCollector(collector, served)
 
-            raise FlowlensError(f"the collector could not listen on {address}:{port}: is the port in use?")
-        time.sleep(0.05)
-    return collector, server
+
+def run_until_signalled(running: RunningCollector, also: Any = None) -> None:
+    """Serve until SIGTERM or Ctrl-C, then stop cleanly (exit status 0)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        log.info("stopping: finishing the requests in flight, then closing the store")
+        running.stop()
+
 
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def collector(
-        address: Annotated[str, typer.Option(help="Address to listen on.", envvar=ENV + "COLLECTOR_ADDRESS")]
-        = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port of the API.", envvar=ENV + "COLLECTOR_PORT")] = 9102,
+        address: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).",
+                                             envvar=ENV + "COLLECTOR_ADDRESS")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port of the API.", envvar=ENV + "COLLECTOR_PORT", min=1, max=65535)]
+        = 9102,
         store: Annotated[str, typer.Option(help="DuckDB file of the flow store.", envvar=ENV + "STORE")]
         = "flowlens.duckdb",
-        token: Annotated[list[str] | None, typer.Option(help="Bearer token agents must present (repeatable; none: "
-                                                         "open).", envvar=ENV + "TOKENS")] = None,
+        token_file: Annotated[list[str] | None, typer.Option(
+            help="File of tokens agents must present to send reports and events, one a line (repeatable); re-read "
+                 "when it changes. Also env FLOWLENS_COLLECTOR_TOKENS (comma-separated). None: open.",
+            envvar=ENV + "COLLECTOR_TOKEN_FILE")] = None,
+        read_token_file: Annotated[list[str] | None, typer.Option(
+            help="File of tokens readers (CLI, console, Prometheus) present for everything else but /healthz; "
+                 "also env FLOWLENS_COLLECTOR_READ_TOKENS. None: the agents' tokens read too.",
+            envvar=ENV + "COLLECTOR_READ_TOKEN_FILE")] = None,
+        token: Annotated[list[str] | None, typer.Option(help="A token on the command line (visible to local users "
+                                                         "in /proc: prefer --token-file).")] = None,
+        tls_cert: Annotated[str, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = "",
+        tls_key: Annotated[str, typer.Option(help="Private key of --tls-cert (PEM).")] = "",
         inventory_file: Annotated[str, typer.Option(help="Inventory in `kubectl get -o json` shape, reloaded when "
                                                     "it changes.", envvar=ENV + "INVENTORY_FILE")] = "",
         kubernetes: Annotated[bool, typer.Option(help="Watch the Kubernetes API (in-cluster or kubeconfig).")]
@@ -91,41 +125,57 @@ def register(app: typer.Typer) -> None:
         region: Annotated[str, typer.Option(help="The cluster's region (for INTER_REGION).", envvar=ENV + "REGION")]
         = "",
         vpc_cidrs: Annotated[str, typer.Option(help="Peer VPC ranges, comma-separated (for INTER_VPC).")] = "",
+        max_report_age: Annotated[float, typer.Option(help="Refuse reports older than this many seconds (422, the "
+                                                      "agent keeps them); 0: the raw retention, 7 days.",
+                                                      min=0)] = 0.0,
+        max_clock_skew: Annotated[float, typer.Option(help="Refuse reports ending more than this many seconds "
+                                                      "ahead of the collector's clock (422).", min=0)] = 300.0,
+        max_connections: Annotated[int, typer.Option(help="Open connections served at once; more get 503.",
+                                                     min=1, max=100_000)] = 1024,
+        header_timeout: Annotated[float, typer.Option(help="Seconds a connection may take to send a request's "
+                                                      "headers (or stay idle between requests).", min=0.1)] = 10.0,
+        body_timeout: Annotated[float, typer.Option(help="Seconds a request body may stall.", min=0.1)] = 30.0,
     ) -> None:
         """Run the collector: receive agent reports, enrich them, store them, answer queries."""
+        from flowlens.collector.service import CollectorConfig
+        from flowlens.web.server import Limits, Tls
+
         logging.getLogger("flowlens").setLevel(logging.INFO)
-        running, server = serve_collector(address, port, store, token or [], inventory_file, kubernetes, kubeconfig,
-                                          ip_ranges, region, vpc_cidrs)
-        log.info("collector listening on http://%s:%d (API docs at /docs), store %s", address, port, store)
-        try:
-            while not server.should_exit:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            server.should_exit = True
-        finally:
-            running.close()
+        private_files()
+        config = CollectorConfig(address=address, port=port, store=store, tokens=tuple(token or ()),
+                                 token_files=tuple(token_file or ()), read_token_files=tuple(read_token_file or ()),
+                                 inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
+                                 ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs,
+                                 max_report_age=max_report_age, max_clock_skew=max_clock_skew)
+        running = serve_collector(config, tls=Tls(tls_cert, tls_key),
+                                  limits=Limits(header_timeout, body_timeout, max_connections))
+        log.info("collector listening on %s (API docs at /docs), store %s", running.url, store)
+        run_until_signalled(running)
 
     @app.command()
     def up(
-        port: Annotated[int, typer.Option(help="Collector API port.")] = 9102,
-        agent_port: Annotated[int, typer.Option(help="Agent /metrics port.")] = 9101,
-        interval: Annotated[float, typer.Option(help="Agent interval in seconds.")] = 5.0,
+        port: Annotated[int, typer.Option(help="Collector API port.", min=1, max=65535)] = 9102,
+        agent_port: Annotated[int, typer.Option(help="Agent /metrics port.", min=1, max=65535)] = 9101,
+        interval: Annotated[float, typer.Option(help="Agent interval in seconds.", min=0.1, max=3600)] = 5.0,
         store: Annotated[str, typer.Option(help="DuckDB file of the flow store.")] = "flowlens.duckdb",
         inventory_file: Annotated[str, typer.Option(help="Optional inventory (`kubectl get -o json`).")] = "",
         ip_ranges: Annotated[str, typer.Option(help="Optional cloud IP ranges file (AWS format).")] = "",
-        duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).")] = 0.0,
+        duration: Annotated[float, typer.Option(help="Stop after this many seconds (0: until Ctrl-C).", min=0)] = 0.0,
     ) -> None:
         """Watch this host: an agent and a collector with the embedded store, in one process."""
         from flowlens.agent.config import load
         from flowlens.agent.runtime import serving
+        from flowlens.collector.service import CollectorConfig
 
         logging.getLogger("flowlens").setLevel(logging.INFO)
-        running, server = serve_collector("127.0.0.1", port, store, [], inventory_file, False, "", ip_ranges, "", "")
+        private_files()
         config = load(None, {"port": agent_port, "interval": interval, "collector": f"http://127.0.0.1:{port}",
                              "spool_dir": store + ".spool", "address": "127.0.0.1"})
+        running = serve_collector(CollectorConfig(port=port, store=store, inventory_file=inventory_file,
+                                                  ip_ranges=ip_ranges))
         err = Console(stderr=True)
         err.print(f"flowlens up: agent on http://127.0.0.1:{agent_port}/metrics reporting every {interval:g}s to the "
-                  f"collector on http://127.0.0.1:{port} (store {store}).\n"
+                  f"collector on {running.url} (store {store}).\n"
                   "Ask it: `flowlens map`, `flowlens top --by retransmissions`, `flowlens flows`. Ctrl-C stops.")
         try:
             with serving(config) as agent:
@@ -134,8 +184,7 @@ def register(app: typer.Typer) -> None:
                 signal.signal(signal.SIGTERM, lambda *_: agent.stop_now())
                 agent.loop()
         finally:
-            server.should_exit = True
-            running.close()
+            running.stop()
 
     @app.command()
     def diagnose(collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "10m",

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, HTTPException, Query
 
-from flowlens.collector.events import EventIn
+from flowlens.collector.events import MAX_EVENTS_PER_POST, EventIn
 from flowlens.collector.service import Collector
 from flowlens.model.queries import (
     EdgeSubject,
@@ -104,7 +104,7 @@ def register_diagnosis(app: FastAPI, collector: Collector) -> None:
         return {"window": result.window, "health": result.health, "paths": jsonable(result.paths)}
 
     @app.post("/api/v1/events", summary="Inference events (model loads) to keep beside the flows")
-    def post_events(events: Annotated[list[EventIn], Body()]) -> dict[str, int]:
+    def post_events(events: Annotated[list[EventIn], Body(max_length=MAX_EVENTS_PER_POST)]) -> dict[str, int]:
         return {"stored": collector.events.add(events)}
 
     @app.get("/api/v1/events", summary="Inference events over the last `since`")

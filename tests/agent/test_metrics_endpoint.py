@@ -67,8 +67,7 @@ def agent_with_traffic(ns_pair: NsPair):
     finally:
         server.stop()
         if "http" in locals():
-            http.shutdown()
-            http.server_close()
+            http.stop()
         agent.sampler.close()
 
 

@@ -256,6 +256,5 @@ def test_a_held_netlink_reply_makes_the_agent_unhealthy_until_it_recovers(netns:
             assert "flowlens_agent_stalls_total 1.0" in metrics
             assert "flowlens_agent_healthy 1.0" in metrics
         finally:
-            http.shutdown()
-            http.server_close()
+            http.stop()
     assert agent.watchdog.stalls == 1

@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 from flowlens.collector.enrich.cloud import CloudRanges
 from flowlens.collector.enrich.enricher import Enricher
 from flowlens.collector.enrich.inventory import AddressBook, Endpoint, Inventory, workload_of
-from flowlens.collector.ingest import IngestError, check_token, decode
-from flowlens.model.report import Report
+from flowlens.collector.ingest import IngestError, decode
+from flowlens.model.report import Report, decode_report
+from flowlens.web.auth import AuthError, check_bearer
 
 T0 = 1_700_000_000.0
 
@@ -101,8 +102,8 @@ def test_cloud_ranges_pick_the_most_specific_named_service():
 
 
 def report(flows: list[dict], node_name: str = "n1") -> Report:
-    return Report.model_validate({"schema_version": 1, "report_id": "r-000000001", "agent": {"node": node_name},
-                                  "interval": {"start": T0 + 20, "end": T0 + 25}, "flows": flows})
+    return decode_report(json.dumps({"schema_version": 1, "report_id": "r-000000001", "agent": {"node": node_name},
+                                      "interval": {"start": T0 + 20, "end": T0 + 25}, "flows": flows}).encode())
 
 
 def flow(remote: str, role: str = "client", port: int = 443, local: str = "10.1.1.10", **counters) -> dict:
@@ -149,7 +150,7 @@ def test_categories_and_enriched_columns():
 
 def test_ingest_refusals_say_why():
     good = {"schema_version": 1, "report_id": "abcdefgh", "agent": {"node": "n1"},
-            "interval": {"start": T0, "end": T0 + 5}, "flows": []}
+            "interval": {"start": T0, "end": T0 + 5}, "flows": []}  # 5 s
     assert decode(gzip.compress(json.dumps(good).encode()), "gzip").agent.node == "n1"
     with pytest.raises(IngestError, match="not valid gzip") as err:
         decode(b"not gzip", "gzip")
@@ -163,13 +164,23 @@ def test_ingest_refusals_say_why():
         decode(json.dumps({**good, "flows": [flow("1.1.1.1", sent_bytes=-5)]}).encode(), None)
     with pytest.raises(IngestError, match="over"):
         decode(gzip.compress(b" " * (129 << 20)), "gzip")
-    with pytest.raises(IngestError, match="missing") as err:
-        check_token(None, frozenset({"s3cret"}))
-    assert err.value.status == 401
-    with pytest.raises(IngestError, match="unknown token") as err:
-        check_token("Bearer nope", frozenset({"s3cret"}))
-    assert err.value.status == 403
-    check_token("Bearer s3cret", frozenset({"s3cret"}))
+    whole = gzip.compress(json.dumps(good).encode())
+    with pytest.raises(IngestError, match="truncated"):
+        decode(whole[:-8], "gzip")  # no CRC and length trailer
+    with pytest.raises(IngestError, match="follow the end"):
+        decode(whole + b"garbage", "gzip")
+    with pytest.raises(IngestError, match="more than an interval of 5 s can carry") as err:
+        decode(json.dumps({**good, "flows": [flow("1.1.1.1", sent_bytes=2**62)]}).encode(), None)
+    assert err.value.status == 422
+    with pytest.raises(IngestError, match="interval: it lasts"):
+        decode(json.dumps({**good, "interval": {"start": T0, "end": T0 - 5}}).encode(), None)
+    with pytest.raises(AuthError, match="missing") as auth:
+        check_bearer(None, frozenset({"s3cret"}))
+    assert auth.value.status == 401
+    with pytest.raises(AuthError, match="unknown token") as auth:
+        check_bearer("Bearer nope", frozenset({"s3cret"}))
+    assert auth.value.status == 403
+    check_bearer("Bearer s3cret", frozenset({"s3cret"}))
 
 
 @settings(max_examples=300, deadline=None)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from flowlens.collector.service import CollectorConfig
 from flowlens.surfaces.collector_cli import serve_collector
 
 
@@ -25,24 +25,21 @@ class RunningCollector:
         self.port = port or free_port()
         self.tokens = list(tokens)
         self.collector: Any = None
-        self.server: Any = None
+        self.running: Any = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> RunningCollector:
-        self.collector, self.server = serve_collector(
-            "127.0.0.1", self.port, str(self.folder / "flows.duckdb"), self.tokens, str(self.inventory), False, "",
-            str(self.ranges), "us-east-1", "")
+        config = CollectorConfig(port=self.port, store=str(self.folder / "flows.duckdb"), tokens=tuple(self.tokens),
+                                 inventory_file=str(self.inventory), ip_ranges=str(self.ranges), region="us-east-1")
+        self.running = serve_collector(config)
+        self.collector = self.running.collector
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        deadline = time.time() + 10
-        while self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        self.collector.close()
+        self.running.stop()
 
 
 def node(name: str, zone: str, ip: str) -> dict:

@@ -16,7 +16,7 @@ from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.service import Collector, CollectorConfig
 from flowlens.surfaces.api import create_app
 
-TOKEN = "s3cret-token"
+TOKEN = "s3cret-token-0123456789"
 
 
 def good_report(report_id: str = "good-report-01", flows: int = 2) -> dict:
@@ -86,10 +86,16 @@ def test_oversized_and_malformed_reports_say_why(api):
     assert stored(collector) == before
 
 
-def test_openapi_documents_the_endpoints(api):
+def test_openapi_documents_the_endpoints_behind_the_token_without_a_cdn(api):
     client, _ = api
-    paths = client.get("/openapi.json").json()["paths"]
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/openapi.json").status_code == 401
+    paths = client.get("/openapi.json", headers=auth).json()["paths"]
     assert {"/api/v1/reports", "/api/v1/map", "/api/v1/flows", "/api/v1/timeseries"} <= set(paths)
+    page = client.get("/docs", headers=auth).text
+    assets = [part.split('"')[0] for marker in ('src="', 'href="') for part in page.split(marker)[1:]]
+    assert len(assets) == 3 and all(a.startswith("http://testserver/swagger/") for a in assets), assets
+    assert all(client.get(a, headers=auth).status_code == 200 for a in assets), "served by the collector"
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -114,10 +120,14 @@ def test_fuzzed_reports_get_a_4xx_and_store_nothing(api, mutation):
 
 def test_model_load_events_are_kept_and_listed(api):
     client, _ = api
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     now = time.time()
     event = {"kind": "model_load", "pod": "sdruntime-1", "namespace": "sdruntime", "node": "n1", "start": now - 30,
              "end": now - 3, "bytes": 268435456, "phases": {"load weights from disk": 26.0}}
-    assert client.post("/api/v1/events", json=[event]).json() == {"stored": 1}
-    listed = client.get("/api/v1/events", params={"since": "1m"}).json()
+    assert client.post("/api/v1/events", json=[event]).status_code == 401, "events need a token too"
+    assert client.post("/api/v1/events", json=[event], headers=auth).json() == {"stored": 1}
+    assert client.get("/api/v1/events", params={"since": "1m"}).status_code == 401
+    listed = client.get("/api/v1/events", params={"since": "1m"}, headers=auth).json()
     assert [(e["pod"], round(e["seconds"])) for e in listed] == [("sdruntime-1", 27)]
-    assert client.post("/api/v1/events", json=[{**event, "kind": "nope"}]).status_code == 422
+    assert client.post("/api/v1/events", json=[{**event, "kind": "nope"}], headers=auth).status_code == 422
+    assert client.post("/api/v1/events", json=[event] * 1001, headers=auth).status_code == 422, "bounded"

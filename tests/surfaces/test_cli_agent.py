@@ -52,7 +52,33 @@ def test_bad_settings_are_named(tmp_path):
     result = run("agent", env={"FLOWLENS_INTERVAL": "fast"})
     assert result.returncode == 2 and "FLOWLENS_INTERVAL" in result.stderr
     result = run("agent", "--interval", "0")
-    assert result.returncode == 2 and "interval must be a positive" in result.stderr
+    assert result.returncode == 2 and "interval must be between 0.1 and 3600 seconds" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["agent", "--interval", "1e-9"], "interval must be between 0.1 and 3600 seconds"),
+    (["agent", "--service-cidrs", "bogus"], "service-cidrs: 'bogus' is not a CIDR range"),
+    (["agent", "--collector", "collector:9102"], "must be a URL"),
+    (["agent", "--collector", "http://127.0.0.1:9", "--spool-dir", "/dev/null/spool"],
+     "cannot write the spool folder /dev/null/spool"),
+    (["agent", "--address", "192.0.2.55", "--port", "19101"], "192.0.2.55 is not an address of this machine"),
+    (["agent", "--max-flow-series", "-1"], "max-flow-series must be between 0 and 100000"),
+    (["agent", "--tls-cert", "cert.pem"], "tls-cert and tls-key go together"),
+    (["collector", "--port", "99999"], "Invalid value for '--port'"),
+    (["collector", "--vpc-cidrs", "bogus", "--store", ":memory:"], "vpc-cidrs"),
+    (["collector", "--address", "192.0.2.55", "--store", ":memory:"], "not an address of this machine"),
+    (["collector", "--token-file", "/nonexistent/tokens", "--store", ":memory:"],
+     "cannot read token file /nonexistent/tokens"),
+])
+def test_bad_input_is_one_clear_line_and_a_nonzero_exit(args: list[str], says: str):
+    if args[0] == "collector" and "--port" not in args:
+        args = [*args, "--port", str(free_port())]
+    result = run(*args)
+    assert result.returncode != 0
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if not says.startswith("Invalid value"):  # the command line's own usage errors come boxed
+        assert len([line for line in result.stderr.splitlines() if "error" in line]) == 1, result.stderr
 
 
 def test_port_already_in_use():

@@ -15,6 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import msgspec
+import numpy as np
 import pyarrow as pa
 
 from flowlens.collector.enrich.cloud import CloudOwner, CloudRanges
@@ -23,6 +25,8 @@ from flowlens.collector.enrich.observed import ObservedAddresses
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_SCHEMA, NODE_SCHEMA
 from flowlens.model.report import Report
 
+FLOW_TYPES = dict(FLOW_COUNTER_COLUMNS)
+
 _COUNTERS = tuple(name for name, _ in FLOW_COUNTER_COLUMNS)
 _END_FIELDS = ("pod", "namespace", "workload", "workload_kind", "service", "node", "zone", "instance_type",
                "cloud_service", "region")
@@ -30,6 +34,10 @@ _END_FIELDS = ("pod", "namespace", "workload", "workload_kind", "service", "node
 
 @dataclass(slots=True)
 class Enricher:
+    """Enriches whole reports at once: each distinct end (address, port) and each distinct pair
+    of ends is looked up once, and columns are built by taking from those few answers, so the
+    cost per flow row is a dictionary lookup, not an inventory walk."""
+
     inventory: Inventory
     cloud: CloudRanges | None = None
     region: str = ""
@@ -37,52 +45,74 @@ class Enricher:
     observed: ObservedAddresses = field(default_factory=ObservedAddresses)
 
     def flows(self, report: Report) -> pa.Table:
+        flows = report.flows
+        count = len(flows)
         t = report.interval.start
-        start = datetime.fromtimestamp(report.interval.start, UTC)
-        end = datetime.fromtimestamp(report.interval.end, UTC)
-        agent_node = self.inventory.nodes.get(report.agent.node, Endpoint("node", report.agent.node,
-                                                                           node=report.agent.node))
-        columns: dict[str, list] = {f.name: [] for f in FLOW_SCHEMA}
-        self.observed.learn(report.agent.node, {flow.local_ip for flow in report.flows})
+        locals_: dict[tuple[str, int | None], int] = {}
+        remotes: dict[tuple[str, int | None, str | None], int] = {}
+        local_index, remote_index = np.empty(count, np.int64), np.empty(count, np.int64)
+        for row, flow in enumerate(flows):
+            server = flow.role == "server"
+            local_index[row] = locals_.setdefault((flow.local_ip, flow.server_port if server else None), len(locals_))
+            remote_index[row] = remotes.setdefault(
+                (flow.remote_ip, None if server else flow.server_port, flow.service_ip), len(remotes))
+        self.observed.learn(report.agent.node, {ip for ip, _ in locals_})
         with self.inventory.lock:
-            for flow in report.flows:
-                local_port = flow.server_port if flow.role == "server" else None
-                remote_port = flow.server_port if flow.role == "client" else None
-                local = self.inventory.endpoint(flow.local_ip, local_port, t) or agent_node
-                remote = self.inventory.endpoint(flow.remote_ip, remote_port, t)
-                service = self.inventory.services.get(flow.service_ip) if flow.service_ip else None
-                cloud = self.cloud.owner(flow.remote_ip) if (remote is None and self.cloud) else None
-                if remote is None and cloud is None:
-                    remote = self._observed(flow.remote_ip)
-                self._append_row(columns, report, flow, start, end, local, remote, service, cloud)
-        return pa.Table.from_pydict(columns, schema=FLOW_SCHEMA)
-
-    def _observed(self, address: str) -> Endpoint | None:
-        """An address no inventory knows but an agent reports from: that agent's host."""
-        node = self.observed.node_of(address)
-        if node is None:
-            return None
-        return self.inventory.nodes.get(node) or Endpoint("node", node, node=node)
-
-    def _append_row(self, columns: dict[str, list], report: Report, flow, start: datetime, end: datetime,
-                    local: Endpoint, remote: Endpoint | None, service: Endpoint | None,
-                    cloud: CloudOwner | None) -> None:
-        values = {"time_start": start, "time_end": end, "node": report.agent.node, "netns": flow.netns,
-                  "protocol": flow.protocol, "role": flow.role, "local_ip": flow.local_ip,
-                  "remote_ip": flow.remote_ip, "server_port": flow.server_port, "service_ip": flow.service_ip}
+            local_ends = [self._local(ip, port, t, report.agent.node) for ip, port in locals_]
+            remote_ends = [self._remote(ip, port, service, t) for ip, port, service in remotes]
+        columns = self._key_columns(report, count)
         for name in _COUNTERS:
-            values[name] = getattr(flow, name)
-        values.update(_end("local", local, None, self.region))
-        remote_values = _end("remote", remote, cloud, self.region)
-        if service is not None and not remote_values["remote_service"]:
-            remote_values["remote_service"] = service.name
-            remote_values["remote_namespace"] = remote_values["remote_namespace"] or service.namespace
-        values.update(remote_values)
-        values["category"] = self.category(local, remote, cloud, flow.remote_ip)
-        for name, column in columns.items():
-            column.append(values.get(name))
+            columns[name] = pa.array([getattr(flow, name) for flow in flows], FLOW_TYPES[name])
+        columns.update(_take_ends("local", local_ends, local_index))
+        columns.update(_take_ends("remote", remote_ends, remote_index))
+        columns["category"] = self._categories(local_ends, remote_ends, local_index, remote_index, remotes)
+        return pa.table([columns[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
 
-    def category(self, local: Endpoint, remote: Endpoint | None, cloud: CloudOwner | None, remote_ip: str) -> str:
+    def _key_columns(self, report: Report, count: int) -> dict[str, pa.Array]:
+        flows = report.flows
+        moment = pa.timestamp("ms", tz="UTC")
+        return {
+            "time_start": pa.array(np.full(count, int(report.interval.start * 1000), "datetime64[ms]"), moment),
+            "time_end": pa.array(np.full(count, int(report.interval.end * 1000), "datetime64[ms]"), moment),
+            "node": pa.array([report.agent.node] * count, pa.string()),
+            "netns": pa.array([f.netns for f in flows], pa.string()),
+            "protocol": pa.array([f.protocol for f in flows], pa.string()),
+            "role": pa.array([f.role for f in flows], pa.string()),
+            "local_ip": pa.array([f.local_ip for f in flows], pa.string()),
+            "remote_ip": pa.array([f.remote_ip for f in flows], pa.string()),
+            "server_port": pa.array([f.server_port for f in flows], pa.int32()),
+            "service_ip": pa.array([f.service_ip for f in flows], pa.string()),
+        }
+
+    def _local(self, ip: str, port: int | None, t: float, node: str) -> _End:
+        endpoint = self.inventory.endpoint(ip, port, t) or self.inventory.nodes.get(node) or \
+            Endpoint("node", node, node=node)
+        return _End(endpoint, _end_values(endpoint, None, self.region))
+
+    def _remote(self, ip: str, port: int | None, service_ip: str | None, t: float) -> _End:
+        remote = self.inventory.endpoint(ip, port, t)
+        service = self.inventory.services.get(service_ip) if service_ip else None
+        cloud = self.cloud.owner(ip) if (remote is None and self.cloud) else None
+        if remote is None and cloud is None:
+            remote = self._observed(ip)
+        values = _end_values(remote, cloud, self.region)
+        if service is not None and not values["service"]:
+            values["service"] = service.name
+            values["namespace"] = values["namespace"] or service.namespace
+        return _End(remote, values, cloud, ip)
+
+    def _categories(self, local_ends: list[_End], remote_ends: list[_End], local_index: np.ndarray,
+                    remote_index: np.ndarray, remotes: dict) -> pa.Array:
+        if not len(local_index):
+            return pa.array([], pa.string())
+        pairs, inverse = np.unique(local_index * len(remote_ends) + remote_index, return_inverse=True)
+        names = [self.category(local_ends[p // len(remote_ends)].endpoint, remote_ends[p % len(remote_ends)].endpoint,
+                               remote_ends[p % len(remote_ends)].cloud, remote_ends[p % len(remote_ends)].ip)
+                 for p in pairs.tolist()]
+        return pa.array(names, pa.string()).take(pa.array(inverse.reshape(-1)))
+
+    def category(self, local: Endpoint | None, remote: Endpoint | None, cloud: CloudOwner | None,
+                 remote_ip: str) -> str:
         if cloud is not None:
             if cloud.service == "S3":
                 return "AMAZON_S3"
@@ -92,7 +122,7 @@ class Enricher:
                 return "INTER_REGION"
             if cloud.service not in ("AMAZON", "EC2"):
                 return f"AMAZON_{cloud.service}"
-        if remote is not None and remote.zone and local.zone:
+        if remote is not None and local is not None and remote.zone and local.zone:
             return "INTRA_AZ" if remote.zone == local.zone else "INTER_AZ"
         if self.vpc_cidrs:
             address = ipaddress.ip_address(remote_ip)
@@ -104,33 +134,55 @@ class Enricher:
         start = datetime.fromtimestamp(report.interval.start, UTC)
         end = datetime.fromtimestamp(report.interval.end, UTC)
         node = self.inventory.nodes.get(report.agent.node)
-        rows = []
-        for iface in report.node.interfaces:
-            rows.append({"time_start": start, "time_end": end, "node": report.agent.node,
-                         "zone": node.zone if node else None, "instance_type": node.instance_type if node else None,
-                         **iface.model_dump(),
-                         "tcp_retransmitted_segments": report.node.tcp_retransmitted_segments})
+        rows = [{"time_start": start, "time_end": end, "node": report.agent.node,
+                 "zone": node.zone if node else None, "instance_type": node.instance_type if node else None,
+                 **msgspec.structs.asdict(iface),
+                 "tcp_retransmitted_segments": report.node.tcp_retransmitted_segments}
+                for iface in report.node.interfaces]
         return pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
 
+    def _observed(self, address: str) -> Endpoint | None:
+        """An address no inventory knows but an agent reports from: that agent's host."""
+        node = self.observed.node_of(address)
+        if node is None:
+            return None
+        return self.inventory.nodes.get(node) or Endpoint("node", node, node=node)
 
-def _end(side: str, endpoint: Endpoint | None, cloud: CloudOwner | None, region: str) -> dict[str, str | None]:
-    values: dict[str, str | None] = {f"{side}_{name}": None for name in _END_FIELDS}
+@dataclass(slots=True)
+class _End:
+    """One distinct flow end of a report: who it is and its enrichment columns' values."""
+
+    endpoint: Endpoint | None
+    values: dict[str, str | None]
+    cloud: CloudOwner | None = None
+    ip: str = ""
+
+
+def _end_values(endpoint: Endpoint | None, cloud: CloudOwner | None, region: str) -> dict[str, str | None]:
+    values: dict[str, str | None] = dict.fromkeys(_END_FIELDS)
     if endpoint is not None:
         values.update({
-            f"{side}_pod": endpoint.name if endpoint.kind == "pod" else None,
-            f"{side}_namespace": endpoint.namespace or None,
-            f"{side}_workload": endpoint.workload or None,
-            f"{side}_workload_kind": endpoint.workload_kind or None,
-            f"{side}_service": endpoint.service or None,
-            f"{side}_node": endpoint.node or None,
-            f"{side}_zone": endpoint.zone or None,
-            f"{side}_instance_type": endpoint.instance_type or None,
-            f"{side}_region": region or None,
+            "pod": endpoint.name if endpoint.kind == "pod" else None,
+            "namespace": endpoint.namespace or None,
+            "workload": endpoint.workload or None,
+            "workload_kind": endpoint.workload_kind or None,
+            "service": endpoint.service or None,
+            "node": endpoint.node or None,
+            "zone": endpoint.zone or None,
+            "instance_type": endpoint.instance_type or None,
+            "region": region or None,
         })
     elif cloud is not None:
-        values[f"{side}_cloud_service"] = cloud.service
-        values[f"{side}_region"] = cloud.region or None
+        values["cloud_service"] = cloud.service
+        values["region"] = cloud.region or None
     return values
+
+
+def _take_ends(side: str, ends: list[_End], index: np.ndarray) -> dict[str, pa.Array]:
+    """Each enrichment column of one side: the distinct ends' values, taken row by row."""
+    positions = pa.array(index)
+    return {f"{side}_{name}": pa.array([end.values[name] for end in ends], pa.string()).take(positions)
+            for name in _END_FIELDS}
 
 
 def parse_cidrs(spec: str | Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
