@@ -21,7 +21,7 @@ from flowlens_lab.spec import COLLECTOR_PORT, SCALE
 
 def fabric_socket() -> socket.socket:
     with entered(f"/run/netns/{network.FABRIC}"):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY from asyncio
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("0.0.0.0", COLLECTOR_PORT))
     sock.listen(128)

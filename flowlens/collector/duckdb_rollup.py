@@ -104,14 +104,21 @@ def _fold(w: Cursor, unit: str, watermark: datetime | None, target: datetime) ->
     raw = unit == MINUTE
     flows, nodes, column = ("flow_intervals", "node_intervals", "time_start") if raw else \
         ("flows_1m", "nodes_1m", "bucket")
-    if watermark is None:  # first run: start at the oldest row (nothing older to fold)
-        first = run(w, f"SELECT least((SELECT min({column}) FROM {flows}), (SELECT min({column}) FROM {nodes}))")[0][0]
-        watermark = target if first is None else min(target, floor(aware(first), GRANULARITY[unit]))
+    if watermark is None:
+        watermark = first_watermark(w, unit, target)
     if target <= watermark:
         return watermark
     run(w, flow_rollup_sql(unit, flows, column, raw), [watermark, target])
     run(w, node_rollup_sql(unit, nodes, column, raw), [watermark, target])
     return target
+
+
+def first_watermark(w: Cursor, unit: str, target: datetime) -> datetime:
+    """Where the first rollup of a tier starts: at its source's oldest row (nothing older to fold)."""
+    flows, nodes, column = ("flow_intervals", "node_intervals", "time_start") if unit == MINUTE else \
+        ("flows_1m", "nodes_1m", "bucket")
+    first = run(w, f"SELECT least((SELECT min({column}) FROM {flows}), (SELECT min({column}) FROM {nodes}))")[0][0]
+    return target if first is None else min(target, floor(aware(first), GRANULARITY[unit]))
 
 
 def expire(w: Cursor, s: TierState, now: datetime, r: Retention) -> tuple[TierState, bool]:

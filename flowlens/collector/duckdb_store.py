@@ -358,9 +358,9 @@ class DuckDBStore:
         (its raw rows stay until retention), so one bad row never stops the rest."""
         w, state = self._writer, self._state
         for unit in (MINUTE, HOUR):
-            bucket = duckdb_rollup.watermark(state, unit)
             target = duckdb_rollup.targets(state, now, self.retention.rollup_delay)[unit]
-            while bucket is not None and bucket < target:
+            bucket = duckdb_rollup.watermark(state, unit) or duckdb_rollup.first_watermark(w, unit, target)
+            while bucket < target:
                 folded = self._step(lambda s=state, u=unit, b=bucket: (duckdb_rollup.fold_one(w, s, u, b), False),
                                     f"the {unit} rollup of {bucket:%Y-%m-%d %H:%M} UTC")
                 if folded is None:
