@@ -3,14 +3,15 @@
 A synthetic cluster (200 nodes, 3,000 pods in 40 namespaces, an inventory file the collector
 enriches from) reports real agent reports: gzip JSON of ``--flows`` flows each, every id new,
 every interval recent. Each node has its own ``--flows`` flows, reported again in every report
-of that node with new counters, as agents do (a flow key is new only the first time). In the
-same run:
+of that node with new counters, as agents do (a flow key is new only the first time: every
+measurement follows a first pass that has seen each node's flows once). In the same run:
 
   - store only: the same reports decoded, enriched and appended in this process, one after
     the other (what the collector does behind HTTP, without HTTP);
   - HTTP: a real ``flowlens collector`` (its own process, pinned to one core with ``taskset``,
     a token file set) fed by 1 and by 16 concurrent senders from this process (pinned to the
-    other core), each with its own keep-alive connection, one report in flight each.
+    other core), each with its own keep-alive connection, one report in flight each;
+  - the largest report the collector takes, alone: its time and the collector's memory.
 
 Prints rows (flow intervals) stored per second for each, and the collector's memory. Asserts
 nothing.
@@ -43,6 +44,7 @@ from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.enrich.enricher import Enricher
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.ingest import decode
+from flowlens.model.report import MAX_FLOWS
 
 NODES, PODS, NAMESPACES, ZONES = 200, 3000, 40, ("us-east-1a", "us-east-1b", "us-east-1c")
 TOKEN = "bench-token-0123456789abcdef"
@@ -88,16 +90,21 @@ def make_report(rng: np.random.Generator, node: int, flows: int) -> bytes:
     return gzip.compress(json.dumps(report, separators=(",", ":")).encode(), compresslevel=5)
 
 
-def store_only(bodies: list[bytes], folder: Path) -> float:
+def store_only(first: list[bytes], bodies: list[bytes], folder: Path) -> float:
     inv = Inventory()
     inv.replace_all(inventory()["items"], time.time())
     enricher = Enricher(inv)
     store = DuckDBStore(folder / "store-only.duckdb")
-    rows, started = 0, time.perf_counter()
-    for body in bodies:
+
+    def ingest(body: bytes) -> int:
         report = decode(body, "gzip")
         store.append_report(report.report_id, enricher.flows(report), enricher.nodes(report))
-        rows += len(report.flows)
+        return len(report.flows)
+
+    for body in first:
+        ingest(body)
+    started = time.perf_counter()
+    rows = sum(ingest(body) for body in bodies)
     elapsed = time.perf_counter() - started
     store.close()
     return rows / elapsed
@@ -158,9 +165,25 @@ def over_http(url: str, bodies: list[bytes], senders: int, flows: int) -> float:
     return sum(stored) / elapsed
 
 
-def rss_mb(pid: int) -> float:
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(resident now, resident at its peak) of a process, in MB."""
+    values = {}
     with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                values[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def largest(url: str, rng: np.random.Generator) -> tuple[float, int]:
+    """Post the largest report the collector takes (MAX_FLOWS flows): seconds it took, bytes sent."""
+    body = make_report(rng, 0, MAX_FLOWS)
+    headers = {"Content-Encoding": "gzip", "Authorization": f"Bearer {TOKEN}"}
+    started = time.perf_counter()
+    answer = httpx.post(url + "/api/v1/reports", content=body, headers=headers, timeout=300)
+    if answer.status_code != 200:
+        raise SystemExit(f"the largest report was refused: {answer.status_code} {answer.text[:200]}")
+    return time.perf_counter() - started, len(body)
 
 
 def main() -> None:
@@ -174,15 +197,19 @@ def main() -> None:
     try:
         (folder / "inventory.json").write_text(json.dumps(inventory()))
         rng = np.random.default_rng(7)
+        first = [make_report(rng, n, args.flows) for n in range(NODES)]
         batches = [[make_report(rng, n % NODES, args.flows) for n in range(args.reports)] for _ in range(3)]
         os.sched_setaffinity(0, {args.core})
-        local = store_only(batches[0], folder)
+        local = store_only(first, batches[0], folder)
         os.sched_setaffinity(0, set(others))
         proc, url = start_collector(folder, args.core)
         try:
+            over_http(url, first, 16, args.flows)
             one = over_http(url, batches[1], 1, args.flows)
             many = over_http(url, batches[2], 16, args.flows)
-            memory = rss_mb(proc.pid)
+            memory, _ = memory_mb(proc.pid)
+            biggest, size = largest(url, rng)
+            after, peak = memory_mb(proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -194,6 +221,8 @@ def main() -> None:
     print(f"{'HTTP, 1 sender':>34} {one:>10,.0f}")
     print(f"{'HTTP, 16 senders':>34} {many:>10,.0f}")
     print(f"collector RSS after: {memory:.0f} MB")
+    print(f"largest report ({MAX_FLOWS:,} flows, {size / 2**20:.1f} MiB gzipped): {biggest:.1f} s, collector RSS "
+          f"{after:.0f} MB after, {peak:.0f} MB at its peak")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
 from flowlens import __version__
 from flowlens.agent.node import NamespaceCounters, allowance_readings
@@ -40,6 +41,7 @@ from flowlens.agent.sampler import CycleResult
 from flowlens.kernel.ethtool import ENA_ALLOWANCE_STATS
 from flowlens.model.errors import ConfigError
 from flowlens.model.report import (
+    MAX_FLOWS,
     SCHEMA_VERSION,
     AgentInfo,
     FlowRecord,
@@ -94,6 +96,18 @@ def on_the_network(key: Any) -> bool:
     """Loopback connections never leave their namespace (a pod's containers talking to each
     other) and unconnected sockets have no peer: neither belongs in the cluster's flows."""
     return not (key.remote_ip.startswith("127.") or key.remote_ip in ("::1", "::", "0.0.0.0"))
+
+
+def build_reports(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta) -> list[Report]:
+    """The interval's report; several when it has more flows than one report may carry (the
+    node's counters go with the first)."""
+    report = build_report(result, node, instance_id, node_delta)
+    if len(report.flows) <= MAX_FLOWS:
+        return [report]
+    parts = [report.flows[i:i + MAX_FLOWS] for i in range(0, len(report.flows), MAX_FLOWS)]
+    return [msgspec.structs.replace(report, report_id=uuid.uuid4().hex, flows=part,
+                                    node=node_delta if index == 0 else NodeDelta())
+            for index, part in enumerate(parts)]
 
 
 def build_report(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta) -> Report:

@@ -32,7 +32,7 @@ from flowlens.agent.config import AgentConfig
 from flowlens.agent.exporter import SnapshotCollector, family, flow_families
 from flowlens.agent.flowview import interval_rows
 from flowlens.agent.node import node_families, parse_allowance_qdiscs
-from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_report
+from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_reports
 from flowlens.agent.sampler import CycleResult, Sampler
 from flowlens.agent.series import FlowSeries
 from flowlens.model.errors import FlowlensError
@@ -212,7 +212,8 @@ class Agent:
         self.last_flows = interval_rows(result)
         if self.reporter is not None:
             delta = self.node_deltas(result.node)
-            self.reporter.submit(build_report(result, self.config.node, self.config.instance_id, delta))
+            for report in build_reports(result, self.config.node, self.config.instance_id, delta):
+                self.reporter.submit(report)
         with self._cycle_done:
             self.last_result = result
             self._cycle_done.notify_all()

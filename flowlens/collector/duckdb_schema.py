@@ -16,7 +16,7 @@ import pyarrow as pa
 
 from flowlens.model.records import FLOW_COLUMNS, FLOW_COUNTER_COLUMNS, NODE_COLUMNS
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: flow ids computed by flowlens (model.records.flow_id), not by DuckDB
 
 COUNTERS = tuple(name for name, _ in FLOW_COUNTER_COLUMNS)
 # Every flow column but the times and counters: one flow key, hashed into flow_id.

@@ -50,14 +50,13 @@ from flowlens.collector.idset import IdSet
 from flowlens.collector.store import ReportBatch, Retention, StoreError, StoreStats
 from flowlens.collector.tiers import EARLIEST, GRANULARITY, HOUR, MINUTE, TierState
 from flowlens.model.queries import FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
+from flowlens.model.records import flow_ids
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 _GROUP_ROWS = 500_000  # a group commit stops taking queued reports past this many flow rows
-_BIG_BATCH = 20_000  # rows: from here on, hash first and insert numbers (see _insert_flows)
 _DB = "flowstore"
 _ROW_GROUP = 16_384
-_HASH = f"hash({', '.join(KEY_COLUMNS)})"
 
 
 class _Prepared(NamedTuple):
@@ -286,30 +285,21 @@ class DuckDBStore:
         return new_ids
 
     def _insert_flows(self, flows: pa.Table) -> np.ndarray | None:
-        """Counters go in under the hash of the key columns; the ids come back, and those never
-        seen before have their key columns stored once (rare once a flow has been seen)."""
+        """Counters go in under their flow id (enrichment computed it); ids never seen before
+        have their key columns stored once (rare once a flow has been seen)."""
         w = self._writer
-        facts = f"SELECT time_start, time_end, {_HASH} AS flow_id, {', '.join(COUNTERS)} FROM _batch"
-        if flows.num_rows < _BIG_BATCH:
-            ids = w.execute(f"INSERT INTO flow_intervals {facts} RETURNING flow_id").fetchnumpy()["flow_id"]
-        else:
-            # RETURNING makes the insert single-threaded; for big batches hashing in a parallel
-            # query first and inserting plain numbers is faster.
-            table = w.sql(facts).to_arrow_table()
-            with_table(w, "_facts", table, lambda: run(w, "INSERT INTO flow_intervals SELECT * FROM _facts"))
-            ids = table["flow_id"].to_numpy()
-        ids = np.asarray(ids, np.uint64)
+        run(w, f"INSERT INTO flow_intervals SELECT time_start, time_end, flow_id, {', '.join(COUNTERS)} FROM _batch")
+        ids = flows["flow_id"].to_numpy()
         missing = self._ids.missing(ids)
         new_ids = np.unique(ids[missing]) if missing.any() else None
         if new_ids is not None:
             keys = ", ".join(KEY_COLUMNS)
             run(w, f"INSERT INTO flow_keys (flow_id, first_seen, {keys}) "
-                    f"SELECT DISTINCT ON (flow_id) flow_id, time_start, {keys} FROM "
-                    f"(SELECT {_HASH} AS flow_id, * FROM _batch) WHERE flow_id IN (SELECT unnest(?::UBIGINT[])) "
-                    "ORDER BY flow_id, time_start", [new_ids.tolist()])
+                    f"SELECT DISTINCT ON (flow_id) flow_id, time_start, {keys} FROM _batch "
+                    "WHERE flow_id IN (SELECT unnest(?::UBIGINT[])) ORDER BY flow_id, time_start", [new_ids.tolist()])
         late, bounds = duckdb_rollup.late_bounds(self._state, flows)
         self.stats.late_rows += late
-        source = f"(SELECT time_start, {_HASH} AS flow_id, {', '.join(COUNTERS)} FROM _batch)"
+        source = f"(SELECT time_start, flow_id, {', '.join(COUNTERS)} FROM _batch)"
         for unit, until in bounds:
             run(w, duckdb_rollup.flow_rollup_sql(unit, source, "time_start", raw=True), [EARLIEST, until])
         return new_ids
@@ -438,6 +428,9 @@ class DuckDBStore:
 
 def _prepare(report: ReportBatch) -> _Prepared:
     flows = _conform(report.flows, FLOW_STORE_SCHEMA, "flow", report.report_id)
+    given = report.flows is not None and "flow_id" in report.flows.column_names
+    ids = report.flows["flow_id"].cast(pa.uint64()) if given else flow_ids(flows)  # type: ignore[index]
+    flows = flows.append_column("flow_id", ids)
     nodes = _conform(report.nodes, NODE_STORE_SCHEMA, "node", report.report_id)
     starts = [m for m in (pc.min(flows["time_start"]).as_py(), pc.min(nodes["time_start"]).as_py()) if m is not None]
     return _Prepared(str(report.report_id), flows, nodes, min(starts) if starts else None)

@@ -23,6 +23,7 @@ from flowlens.web.auth import TokenSet
 
 log = logging.getLogger(__name__)
 
+INGEST_WORKERS = 2
 ENV_TOKENS = "FLOWLENS_COLLECTOR_TOKENS"  # comma-separated writers' tokens
 ENV_READ_TOKENS = "FLOWLENS_COLLECTOR_READ_TOKENS"
 
@@ -97,6 +98,10 @@ class Collector:
         self.window = TimeWindow(config.max_report_age or store.retention.raw.total_seconds(), config.max_clock_skew)
         self.events = EventLog(Path(config.store + ".events.jsonl") if config.store not in ("", ":memory:") else None)
         self.stats = IngestStats()
+        # Decoding and enrichment are Python (one core's worth, whatever the threads): more of
+        # them at once only trade the GIL, and each holds a decoded report in memory, so two at
+        # a time bounds memory too; the store's group commit takes the rest concurrently.
+        self._working = threading.BoundedSemaphore(INGEST_WORKERS)
         self._sources: list[Any] = []
         self._stop = threading.Event()
 
@@ -128,14 +133,15 @@ class Collector:
     def ingest(self, body: bytes, encoding: str | None) -> dict[str, Any]:
         """Decode, check, enrich and store one report (its sender already authenticated);
         raises IngestError (4xx) when refused."""
-        try:
-            report = decode(body, encoding)
-            self.window.check(report, time.time())
-        except IngestError as err:
-            self.stats.refuse(err.status)
-            raise
-        flows = self.enricher.flows(report)
-        nodes = self.enricher.nodes(report)
+        with self._working:
+            try:
+                report = decode(body, encoding)
+                self.window.check(report, time.time())
+            except IngestError as err:
+                self.stats.refuse(err.status)
+                raise
+            flows = self.enricher.flows(report)
+            nodes = self.enricher.nodes(report)
         stored = self.store.append_report(report.report_id, flows, nodes)
         self.stats.reports += 1
         if stored:

@@ -7,6 +7,9 @@ analysis queries. Times are UTC timestamps; counters are the interval's deltas.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
+
 import pyarrow as pa
 
 # Identity of the flow as the agent saw it.
@@ -52,6 +55,26 @@ ENRICHMENT_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
 
 FLOW_COLUMNS = FLOW_KEY_COLUMNS + FLOW_COUNTER_COLUMNS + ENRICHMENT_COLUMNS
 FLOW_SCHEMA = pa.schema([pa.field(name, kind) for name, kind in FLOW_COLUMNS])
+
+# What identifies a stored flow: every column but its times and counters. Rows of one flow
+# (one reporting end, one peer, one enrichment) share a ``flow_id``, a 64-bit hash of these.
+FLOW_KEY_NAMES = tuple(name for name, _ in FLOW_COLUMNS
+                       if name not in ("time_start", "time_end") and name not in dict(FLOW_COUNTER_COLUMNS))
+# What enrichment hands the store: the stored columns and the flow id.
+ENRICHED_FLOW_SCHEMA = FLOW_SCHEMA.append(pa.field("flow_id", pa.uint64()))
+
+
+def flow_id(values: Iterable[object]) -> int:
+    """The flow id of one row's FLOW_KEY_NAMES values, the same in every process and engine."""
+    text = "\x1f".join("\x00" if value is None else str(value) for value in values)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def flow_ids(table: pa.Table) -> pa.Array:
+    """The flow id of each row of a table holding FLOW_KEY_NAMES (at about a microsecond a row:
+    enrichment keeps them per flow rather than computing them for every interval)."""
+    columns = [table[name].to_pylist() for name in FLOW_KEY_NAMES]
+    return pa.array([flow_id(row) for row in zip(*columns, strict=True)], pa.uint64())
 
 NODE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("time_start", pa.timestamp("ms", tz="UTC")),

@@ -14,6 +14,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 
 import msgspec
 import numpy as np
@@ -22,10 +23,14 @@ import pyarrow as pa
 from flowlens.collector.enrich.cloud import CloudOwner, CloudRanges
 from flowlens.collector.enrich.inventory import Endpoint, Inventory
 from flowlens.collector.enrich.observed import ObservedAddresses
-from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_SCHEMA, NODE_SCHEMA
+from flowlens.model.records import ENRICHED_FLOW_SCHEMA as ENRICHED
+from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_KEY_NAMES, NODE_SCHEMA, flow_ids
 from flowlens.model.report import Report
 
 FLOW_TYPES = dict(FLOW_COUNTER_COLUMNS)
+# Key and enrichment columns, in the stored order, and the flow id: what the cache keeps per flow.
+KEYED = pa.schema([*(ENRICHED.field(name) for name in FLOW_KEY_NAMES), ENRICHED.field("flow_id")])
+MAX_CACHED_FLOWS = 400_000  # about 1 KB each
 
 _COUNTERS = tuple(name for name, _ in FLOW_COUNTER_COLUMNS)
 _END_FIELDS = ("pod", "namespace", "workload", "workload_kind", "service", "node", "zone", "instance_type",
@@ -34,60 +39,92 @@ _END_FIELDS = ("pod", "namespace", "workload", "workload_kind", "service", "node
 
 @dataclass(slots=True)
 class Enricher:
-    """Enriches whole reports at once: each distinct end (address, port) and each distinct pair
-    of ends is looked up once, and columns are built by taking from those few answers, so the
-    cost per flow row is a dictionary lookup, not an inventory walk."""
+    """Enriches whole reports at once.
+
+    An agent reports the same flows every interval, so the result of enriching a flow (its key
+    and enrichment columns, its category, its ``flow_id``) is kept per flow key, for as long as
+    the inventory does not change; a report then costs a dictionary lookup per flow and a
+    column ``take``. Flows not seen before are enriched together: each distinct end (address,
+    port) and each distinct pair of ends is looked up once. Ends the inventory and the cloud
+    ranges do not know (the internet) are looked up again each time, as an agent may start
+    reporting from such an address later.
+    """
 
     inventory: Inventory
     cloud: CloudRanges | None = None
     region: str = ""
     vpc_cidrs: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = field(default_factory=list)
     observed: ObservedAddresses = field(default_factory=ObservedAddresses)
+    _keys: _KeyCache = field(default_factory=lambda: _KeyCache(-1, 0.0))
 
     def flows(self, report: Report) -> pa.Table:
-        flows = report.flows
-        count = len(flows)
-        t = report.interval.start
+        """The report's flow rows: FLOW_SCHEMA's columns and ``flow_id``."""
+        flows, node, t = report.flows, report.agent.node, report.interval.start
+        self.observed.learn(node, {flow.local_ip for flow in flows})
+        with self.inventory.lock:
+            cache = self._cache_for(t)
+            if cache is None:
+                hit_rows, positions, miss_rows = [], [], list(range(len(flows)))
+            else:
+                hit_rows, positions, miss_rows = cache.lookup(node, flows)
+            fresh, final = self._resolve(report, miss_rows, t)
+            if cache is not None:
+                cache.add(node, [flows[i] for i in miss_rows], fresh, final)
+                keyed = pa.concat_tables([cache.take(positions), fresh]) if hit_rows else fresh
+            else:
+                keyed = fresh
+        ordered = [flows[i] for i in hit_rows] + [flows[i] for i in miss_rows] if hit_rows else flows
+        columns = dict(zip(keyed.column_names, keyed.columns, strict=True))
+        moment = pa.timestamp("ms", tz="UTC")
+        for name, when in (("time_start", report.interval.start), ("time_end", report.interval.end)):
+            columns[name] = pa.array(np.full(len(ordered), int(when * 1000), "datetime64[ms]"), moment)
+        for name in _COUNTERS:
+            columns[name] = pa.array(list(map(attrgetter(name), ordered)), FLOW_TYPES[name])
+        return pa.table([columns[name] for name in ENRICHED.names], schema=ENRICHED)
+
+    def _cache_for(self, t: float) -> _KeyCache | None:
+        """The flow-key cache for reports of the current inventory; old reports (replays) bypass it."""
+        if self.inventory.version != self._keys.version or self._keys.size > MAX_CACHED_FLOWS:
+            self._keys = _KeyCache(self.inventory.version, t)
+        return self._keys if t >= self._keys.since - 60 else None
+
+    def _resolve(self, report: Report, rows: list[int], t: float) -> tuple[pa.Table, list[bool]]:
+        """Key and enrichment columns (and flow ids) of some of the report's flows; and whether
+        each result holds for the report's flow key as long as the inventory does not change."""
+        flows, node = report.flows, report.agent.node
+        subset = [flows[i] for i in rows]
         locals_: dict[tuple[str, int | None], int] = {}
         remotes: dict[tuple[str, int | None, str | None], int] = {}
-        local_index, remote_index = np.empty(count, np.int64), np.empty(count, np.int64)
-        for row, flow in enumerate(flows):
+        local_index, remote_index = np.empty(len(subset), np.int64), np.empty(len(subset), np.int64)
+        for row, flow in enumerate(subset):
             server = flow.role == "server"
             local_index[row] = locals_.setdefault((flow.local_ip, flow.server_port if server else None), len(locals_))
             remote_index[row] = remotes.setdefault(
                 (flow.remote_ip, None if server else flow.server_port, flow.service_ip), len(remotes))
-        self.observed.learn(report.agent.node, {ip for ip, _ in locals_})
-        with self.inventory.lock:
-            local_ends = [self._local(ip, port, t, report.agent.node) for ip, port in locals_]
-            remote_ends = [self._remote(ip, port, service, t) for ip, port, service in remotes]
-        columns = self._key_columns(report, count)
-        for name in _COUNTERS:
-            columns[name] = pa.array([getattr(flow, name) for flow in flows], FLOW_TYPES[name])
-        columns.update(_take_ends("local", local_ends, local_index))
-        columns.update(_take_ends("remote", remote_ends, remote_index))
-        columns["category"] = self._categories(local_ends, remote_ends, local_index, remote_index, remotes)
-        return pa.table([columns[f.name] for f in FLOW_SCHEMA], schema=FLOW_SCHEMA)
-
-    def _key_columns(self, report: Report, count: int) -> dict[str, pa.Array]:
-        flows = report.flows
-        moment = pa.timestamp("ms", tz="UTC")
-        return {
-            "time_start": pa.array(np.full(count, int(report.interval.start * 1000), "datetime64[ms]"), moment),
-            "time_end": pa.array(np.full(count, int(report.interval.end * 1000), "datetime64[ms]"), moment),
-            "node": pa.array([report.agent.node] * count, pa.string()),
-            "netns": pa.array([f.netns for f in flows], pa.string()),
-            "protocol": pa.array([f.protocol for f in flows], pa.string()),
-            "role": pa.array([f.role for f in flows], pa.string()),
-            "local_ip": pa.array([f.local_ip for f in flows], pa.string()),
-            "remote_ip": pa.array([f.remote_ip for f in flows], pa.string()),
-            "server_port": pa.array([f.server_port for f in flows], pa.int32()),
-            "service_ip": pa.array([f.service_ip for f in flows], pa.string()),
+        local_ends = [self._local(ip, port, t, node) for ip, port in locals_]
+        remote_ends = [self._remote(ip, port, svc, t) for ip, port, svc in remotes]
+        columns: dict[str, pa.Array] = {
+            "node": pa.array([node] * len(subset), pa.string()),
+            "netns": pa.array([f.netns for f in subset], pa.string()),
+            "protocol": pa.array([f.protocol for f in subset], pa.string()),
+            "role": pa.array([f.role for f in subset], pa.string()),
+            "local_ip": pa.array([f.local_ip for f in subset], pa.string()),
+            "remote_ip": pa.array([f.remote_ip for f in subset], pa.string()),
+            "server_port": pa.array([f.server_port for f in subset], pa.int32()),
+            "service_ip": pa.array([f.service_ip for f in subset], pa.string()),
+            **_take_ends("local", local_ends, local_index),
+            **_take_ends("remote", remote_ends, remote_index),
+            "category": self._categories(local_ends, remote_ends, local_index, remote_index),
         }
+        table = pa.table([columns[name] for name in KEYED.names[:-1]], schema=pa.schema(list(KEYED)[:-1]))
+        table = table.append_column(KEYED.field("flow_id"), flow_ids(table))
+        final = [remote_ends[r].final for r in remote_index.tolist()]
+        return table, final
 
     def _local(self, ip: str, port: int | None, t: float, node: str) -> _End:
         endpoint = self.inventory.endpoint(ip, port, t) or self.inventory.nodes.get(node) or \
             Endpoint("node", node, node=node)
-        return _End(endpoint, _end_values(endpoint, None, self.region))
+        return _End(endpoint, _end_values(endpoint, None, self.region), final=True)
 
     def _remote(self, ip: str, port: int | None, service_ip: str | None, t: float) -> _End:
         remote = self.inventory.endpoint(ip, port, t)
@@ -95,20 +132,23 @@ class Enricher:
         cloud = self.cloud.owner(ip) if (remote is None and self.cloud) else None
         if remote is None and cloud is None:
             remote = self._observed(ip)
+        # Known to the inventory, the cloud ranges or the agents: final. Otherwise an agent may
+        # start reporting from the address later, so it is looked up again each time.
+        final = remote is not None or cloud is not None
         values = _end_values(remote, cloud, self.region)
         if service is not None and not values["service"]:
             values["service"] = service.name
             values["namespace"] = values["namespace"] or service.namespace
-        return _End(remote, values, cloud, ip)
+        return _End(remote, values, cloud, ip, final)
 
     def _categories(self, local_ends: list[_End], remote_ends: list[_End], local_index: np.ndarray,
-                    remote_index: np.ndarray, remotes: dict) -> pa.Array:
+                    remote_index: np.ndarray) -> pa.Array:
         if not len(local_index):
             return pa.array([], pa.string())
-        pairs, inverse = np.unique(local_index * len(remote_ends) + remote_index, return_inverse=True)
-        names = [self.category(local_ends[p // len(remote_ends)].endpoint, remote_ends[p % len(remote_ends)].endpoint,
-                               remote_ends[p % len(remote_ends)].cloud, remote_ends[p % len(remote_ends)].ip)
-                 for p in pairs.tolist()]
+        width = len(remote_ends)
+        pairs, inverse = np.unique(local_index * width + remote_index, return_inverse=True)
+        names = [self.category(local_ends[p // width].endpoint, remote_ends[p % width].endpoint,
+                               remote_ends[p % width].cloud, remote_ends[p % width].ip) for p in pairs.tolist()]
         return pa.array(names, pa.string()).take(pa.array(inverse.reshape(-1)))
 
     def category(self, local: Endpoint | None, remote: Endpoint | None, cloud: CloudOwner | None,
@@ -148,6 +188,46 @@ class Enricher:
             return None
         return self.inventory.nodes.get(node) or Endpoint("node", node, node=node)
 
+class _KeyCache:
+    """Flow key (per reporting node) → its row of key and enrichment columns, for one version
+    of the inventory. Rows live in a few Arrow tables, taken from in one call per report."""
+
+    def __init__(self, version: int, since: float) -> None:
+        self.version, self.since = version, since
+        self.size = 0
+        self._index: dict[str, dict[tuple, int]] = {}
+        self._tables: list[pa.Table] = []
+
+    def lookup(self, node: str, flows: list) -> tuple[list[int], list[int], list[int]]:
+        """(rows found, their positions in the cache, rows not found)."""
+        known = self._index.get(node, {})
+        hit_rows, positions, miss_rows = [], [], []
+        for row, f in enumerate(flows):
+            position = known.get((f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip))
+            if position is None:
+                miss_rows.append(row)
+            else:
+                hit_rows.append(row)
+                positions.append(position)
+        return hit_rows, positions, miss_rows
+
+    def add(self, node: str, flows: list, table: pa.Table, final: list[bool]) -> None:
+        keep = [i for i, ok in enumerate(final) if ok]
+        if not keep:
+            return
+        known = self._index.setdefault(node, {})
+        for offset, i in enumerate(keep):
+            f = flows[i]
+            known[(f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip)] = self.size + offset
+        self._tables.append(table.take(keep) if len(keep) < len(final) else table)
+        self.size += len(keep)
+        if len(self._tables) > 8:  # few big chunks take faster than many small ones
+            self._tables = [pa.concat_tables(self._tables).combine_chunks()]
+
+    def take(self, positions: list[int]) -> pa.Table:
+        return pa.concat_tables(self._tables).take(pa.array(positions, pa.int64()))
+
+
 @dataclass(slots=True)
 class _End:
     """One distinct flow end of a report: who it is and its enrichment columns' values."""
@@ -156,6 +236,7 @@ class _End:
     values: dict[str, str | None]
     cloud: CloudOwner | None = None
     ip: str = ""
+    final: bool = False  # the same for every report of the current inventory
 
 
 def _end_values(endpoint: Endpoint | None, cloud: CloudOwner | None, region: str) -> dict[str, str | None]:
