@@ -30,7 +30,7 @@ from flowlens.model.report import Report
 FLOW_TYPES = dict(FLOW_COUNTER_COLUMNS)
 # Key and enrichment columns, in the stored order, and the flow id: what the cache keeps per flow.
 KEYED = pa.schema([*(ENRICHED.field(name) for name in FLOW_KEY_NAMES), ENRICHED.field("flow_id")])
-MAX_CACHED_FLOWS = 400_000  # about 1 KB each
+MAX_CACHED_FLOWS = 1_000_000  # about 1 KB each: a collector of 1,000 nodes at 500 flows keeps 500 MB
 
 _COUNTERS = tuple(name for name, _ in FLOW_COUNTER_COLUMNS)
 _END_FIELDS = ("pod", "namespace", "workload", "workload_kind", "service", "node", "zone", "instance_type",
