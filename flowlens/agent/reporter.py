@@ -203,7 +203,8 @@ class Reporter:
         self.queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=64)
         self.sent = 0
         self.duplicates = 0
-        self.failures = 0  # attempts that found the collector unreachable or failing
+        self.failures = 0  # attempts in a row that found the collector unreachable or failing
+        self.failures_total = 0
         self.refused: dict[int, int] = {}  # HTTP status → refusals
         self._reasons: set[str] = set()  # refusal reasons already logged
         self._retry_at: dict[str, float] = {}  # spooled report file → when to offer it again
@@ -268,11 +269,13 @@ class Reporter:
             response = self.client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as err:
             self.failures += 1
+            self.failures_total += 1
             if self.failures == 1 or self.failures % 60 == 0:
                 log.warning("collector at %s unreachable (%s): spooling reports", self.url, err)
             return Outcome.UNREACHABLE
         if response.status_code >= 500:
             self.failures += 1
+            self.failures_total += 1
             return Outcome.UNREACHABLE
         if response.status_code >= 400:
             return self._refusal(report_id, response)

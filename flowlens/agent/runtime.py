@@ -67,7 +67,8 @@ class SelfStats:
         self.cpu_seconds += result.cpu_seconds
         self.cycles += 1
 
-    def families(self, sampler: Sampler, result: CycleResult, series: FlowSeries, watchdog: Watchdog) -> list[Any]:
+    def families(self, sampler: Sampler, result: CycleResult, series: FlowSeries, watchdog: Watchdog,
+                 reporter: Reporter | None = None) -> list[Any]:
         hist = family("flowlens_agent_collect_seconds")
         running, buckets = 0, []
         for bound, n in zip((*COLLECT_BUCKETS, float("inf")), self.collect_buckets, strict=True):
@@ -98,7 +99,27 @@ class SelfStats:
         for netns, (count, bytes_estimate) in sampler.unattributed().items():
             connections.add_metric([netns], count)
             estimate.add_metric([netns], round(bytes_estimate))
-        return [*out, connections, estimate]
+        return [*out, connections, estimate, *reporter_families(reporter)]
+
+
+def reporter_families(reporter: Reporter | None) -> list[Any]:
+    """The sender's counters and the spool's state (none without a collector)."""
+    if reporter is None:
+        return []
+    values = {"flowlens_agent_reports_sent_total": reporter.sent,
+              "flowlens_agent_report_failures_total": reporter.failures_total,
+              "flowlens_agent_spool_reports": reporter.spooled,
+              "flowlens_agent_spool_bytes": reporter.spool.bytes(),
+              "flowlens_agent_spool_dropped_total": reporter.spool.dropped}
+    out = []
+    for name, value in values.items():
+        fam = family(name)
+        fam.add_metric([], value)
+        out.append(fam)
+    refused = family("flowlens_agent_reports_refused_total")
+    for status, count in sorted(reporter.refused.items()):
+        refused.add_metric([str(status)], count)
+    return [*out, refused]
 
 
 class AgentStopping(BaseException):
@@ -207,7 +228,7 @@ class Agent:
         self.stats.observe(result)
         families = flow_families(self.series)
         families += node_families(result.node, self.config.node, self.config.instance_id, self.allowance_qdiscs)
-        families += self.stats.families(self.sampler, result, self.series, self.watchdog)
+        families += self.stats.families(self.sampler, result, self.series, self.watchdog, self.reporter)
         self.collector.publish(families)
         self.last_flows = interval_rows(result)
         if self.reporter is not None:

@@ -276,6 +276,11 @@ def test_a_wrong_token_keeps_reports_spooled_and_they_arrive_exact_after_the_fix
             agent.run_cycle()
             agent.reporter.flush()
         assert agent.reporter.refused.get(403, 0) >= 1 and agent.reporter.spooled >= 3
+        exported = httpx_free_metrics(agent)
+        assert 'flowlens_agent_reports_refused_total{status="403"}' in exported
+        spooled = next(float(line.split()[1]) for line in exported.splitlines()
+                       if line.startswith("flowlens_agent_spool_reports "))
+        assert spooled >= 2, "the snapshot of the last cycle shows the spool"
         assert collector.collector.store.stats.flow_rows == 0
         assert oct((folder / "spool").stat().st_mode & 0o777) == oct(0o700)
         assert all(p.stat().st_mode & 0o777 == 0o600 for p in (folder / "spool").iterdir())
@@ -292,6 +297,12 @@ def test_a_wrong_token_keeps_reports_spooled_and_they_arrive_exact_after_the_fix
         server.stop()
         agent.close()
         collector.stop()
+
+
+def httpx_free_metrics(agent: Agent) -> str:
+    from prometheus_client.exposition import generate_latest
+
+    return generate_latest(agent.registry).decode()
 
 
 def test_the_agent_endpoint_cuts_idle_clients_and_needs_its_token(netns: str, tmp_path):
