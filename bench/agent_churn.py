@@ -110,7 +110,7 @@ def churn(rate: int, interval: float, seconds: float) -> dict[str, object]:
         results, share, agent = run_agent((a, b), interval, seconds + 2 * interval)
         tally = finish(clients)
         finish(servers, stop=True)
-        counted = sum(c.connections_attempted for r in results for k, c in r.flows.items()
+        counted = sum(c.connection_attempts for r in results for k, c in r.flows.items()
                       if k.netns == a and k.role == CLIENT)
         sent = sum(c.sent_bytes for r in results for k, c in r.flows.items() if k.netns == a and k.role == CLIENT)
         exact = "yes" if (counted, sent) == (tally.connections, tally.sent) else \

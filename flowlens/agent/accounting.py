@@ -47,13 +47,13 @@ from collections.abc import Callable, Iterable
 
 from flowlens.kernel.sock_diag import Entry
 from flowlens.model.flows import CLIENT, SERVER, FlowCounters, FlowKey
-from flowlens.model.sockets import CLOSE_WAIT, CLOSING, FIN_WAIT2, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
+from flowlens.model.sockets import CLOSE, CLOSE_WAIT, CLOSING, FIN_WAIT2, LAST_ACK, LISTEN, SYN_SENT, TcpSocket
 
 _FIN_RECEIVED_STATES = frozenset((CLOSE_WAIT, LAST_ACK, CLOSING))
 # Segment counters are u32 in tcp_info and total_rto u16: deltas are taken modulo their width.
 _U32 = 0xFFFFFFFF
 _U16 = 0xFFFF
-_ZERO = TcpSocket(0, 0, "", 0, "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+_ZERO = TcpSocket(0, 0, "", 0, "", 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 # A tracked socket that vanished from dumps for this many cycles without a destroy event
 # has had its event lost.
 MISSING_CYCLES_BEFORE_LOST = 3
@@ -66,7 +66,7 @@ class _Track:
     """What the agent remembers about one live socket between observations."""
 
     __slots__ = ("attempt", "client", "established", "fin", "fingerprint", "key", "last", "missing", "raw_received",
-                 "received", "resolving", "rtt", "rtt_epoch", "seen", "sent", "unsettled")
+                 "received", "reset", "resolving", "rtt", "rtt_epoch", "seen", "sent", "unsettled")
 
     def __init__(self, key: FlowKey, client: bool, last: TcpSocket | None, sent: int, received: int,
                  established: bool) -> None:
@@ -77,6 +77,7 @@ class _Track:
         self.received = received
         self.established = established
         self.fin = False
+        self.reset = False
         self.raw_received = last.bytes_received if last is not None else 0
         self.unsettled = False  # the last byte counted as received may be the peer's FIN: held back
         self.missing = 0
@@ -205,6 +206,9 @@ class NamespaceAccountant:
             track.fingerprint = fingerprint
             if state in _FIN_RECEIVED_STATES:
                 track.fin = True
+            elif state == CLOSE and track.established and not track.fin:
+                # Closed without the peer's FIN while its process still holds it: a reset.
+                track.reset = True
             self._apply(track, sock, final=False)
         if count < len(tracks):
             self._age_missing()
@@ -311,7 +315,7 @@ class NamespaceAccountant:
             self._resolve_late(track, sock)
         c = self._counters(track.key)
         if track.attempt:
-            c.connections_attempted += 1
+            c.connection_attempts += 1
             track.attempt = False
         last = track.last
         sent = _sent_payload(sock, track.client, final)
@@ -321,10 +325,8 @@ class NamespaceAccountant:
         track.sent, track.received = max(sent, track.sent), received
         if last is None:
             last = _ZERO
-        c.segs_out += (sock.segs_out - last.segs_out) & _U32
-        c.segs_in += (sock.segs_in - last.segs_in) & _U32
-        c.data_segs_out += (sock.data_segs_out - last.data_segs_out) & _U32
-        c.data_segs_in += (sock.data_segs_in - last.data_segs_in) & _U32
+        c.sent_segments += (sock.segs_out - last.segs_out) & _U32
+        c.received_segments += (sock.segs_in - last.segs_in) & _U32
         c.retransmitted_segments += (sock.total_retrans - last.total_retrans) & _U32
         c.retransmitted_bytes += max(0, sock.bytes_retrans - last.bytes_retrans)
         c.rto += ((sock.total_rto or 0) - (last.total_rto or 0)) & _U16
@@ -338,6 +340,13 @@ class NamespaceAccountant:
             c.connections_established += 1
         elif final and track.client and not track.established:
             c.connections_failed += 1
+            # The far end's reset is the only segment a refused SYN gets; a dropped one gets none.
+            if sock.segs_in:
+                c.connections_refused += 1
+            else:
+                c.connections_timed_out += 1
+        if final and track.reset:
+            c.connections_reset += 1
 
     def _sample_rtt(self, key: FlowKey, sock: TcpSocket) -> None:
         if sock.rtt_us and sock.delivered:

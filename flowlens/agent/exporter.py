@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from flowlens.agent.series import RTT_BUCKETS, FlowSeries, SeriesTotals
 from flowlens.model.flows import FlowKey
+from flowlens.model.vocabulary import ALLOWANCE_STATS, CONNECTION_RESULTS, FLOW_COUNTERS
 
 FLOW_LABELS = ("netns", "local_ip", "remote_ip", "server_port", "role")
 OTHER = "other"
@@ -45,21 +46,11 @@ _REF_ENA = ("instance_id", "eni", "node")
 
 # The one table of exported metrics; docs/metrics.md is generated from it.
 METRICS: tuple[MetricSpec, ...] = (
-    _flow("flowlens_flow_sent_bytes_total", "counter", "Payload bytes sent and acknowledged by the peer."),
-    _flow("flowlens_flow_received_bytes_total", "counter", "Payload bytes received in order."),
-    _flow("flowlens_flow_sent_segments_total", "counter", "TCP segments sent, retransmissions included."),
-    _flow("flowlens_flow_received_segments_total", "counter", "TCP segments received."),
-    _flow("flowlens_flow_retransmitted_segments_total", "counter",
-          "TCP segments retransmitted (tcpi_total_retrans)."),
-    _flow("flowlens_flow_retransmitted_bytes_total", "counter", "Bytes retransmitted (tcpi_bytes_retrans)."),
-    _flow("flowlens_flow_received_out_of_order_segments_total", "counter",
-          "Segments that arrived out of order (tcpi_rcv_ooopack): the receiver's view of the sender's losses."),
-    _flow("flowlens_flow_rto_total", "counter",
-          "Retransmission timeouts, SYN timeouts included (tcpi_total_rto, Linux 6.7+)."),
-    _flow("flowlens_flow_connection_attempts_total", "counter", "Client connections attempted (connect())."),
+    *(_flow(c.metric, "counter", f"{c.help} ({c.source})") for c in FLOW_COUNTERS if c.metric),
     _flow("flowlens_flow_connections_total", "counter",
-          "Connections by result: established (handshake completed) or failed (a client socket "
-          "closed without ever completing its handshake: refused, reset or timed out).", ("result",)),
+          "Connections by how they ended: "
+          + "; ".join(f"{c.result}: {c.help[0].lower()}{c.help[1:].rstrip('.')}" for c in CONNECTION_RESULTS)
+          + ". Attempts = refused + timed_out + the attempts established.", ("result",)),
     _flow("flowlens_flow_rtt_seconds", "histogram",
           "Smoothed RTT, one sample per socket per interval it was alive in."),
     _flow("flowlens_flow_active_sockets", "gauge", "Sockets of the flow open at the end of the last cycle."),
@@ -136,8 +127,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("egress_flow", "untyped", _REF_IFACE,
                "Reference-compatible: TCP connections opened from the pod's namespace (TcpActiveOpens)."),
     *(MetricSpec(name, "untyped", _REF_ENA, f"Reference-compatible: ENA {name} statistic, a counter.")
-      for name in ("bw_in_allowance_exceeded", "bw_out_allowance_exceeded", "pps_allowance_exceeded",
-                   "conntrack_allowance_exceeded", "linklocal_allowance_exceeded")),
+      for name in ALLOWANCE_STATS),
 )
 SPECS = {spec.name: spec for spec in METRICS}
 
@@ -169,20 +159,15 @@ def _rtt_buckets(totals: SeriesTotals) -> list[tuple[str, float]]:
 def flow_families(series: FlowSeries) -> list[Metric]:
     """The per-flow families, own series first, then each namespace's remainder."""
     fams = {spec.name: family(spec.name) for spec in METRICS if spec.labels[:5] == FLOW_LABELS}
+    counters = [(c.name, fams[c.metric]) for c in FLOW_COUNTERS if c.metric]
+    connections = fams["flowlens_flow_connections_total"]
     for owner, totals in series.exported():
         labels = remainder_labels(owner) if isinstance(owner, str) else flow_labels(owner)
         c = totals.counters
-        fams["flowlens_flow_sent_bytes_total"].add_metric(labels, c.sent_bytes)
-        fams["flowlens_flow_received_bytes_total"].add_metric(labels, c.received_bytes)
-        fams["flowlens_flow_sent_segments_total"].add_metric(labels, c.segs_out)
-        fams["flowlens_flow_received_segments_total"].add_metric(labels, c.segs_in)
-        fams["flowlens_flow_retransmitted_segments_total"].add_metric(labels, c.retransmitted_segments)
-        fams["flowlens_flow_retransmitted_bytes_total"].add_metric(labels, c.retransmitted_bytes)
-        fams["flowlens_flow_rto_total"].add_metric(labels, c.rto)
-        fams["flowlens_flow_received_out_of_order_segments_total"].add_metric(labels, c.received_out_of_order)
-        fams["flowlens_flow_connection_attempts_total"].add_metric(labels, c.connections_attempted)
-        fams["flowlens_flow_connections_total"].add_metric([*labels, "established"], c.connections_established)
-        fams["flowlens_flow_connections_total"].add_metric([*labels, "failed"], c.connections_failed)
+        for name, fam in counters:
+            fam.add_metric(labels, getattr(c, name))
+        for result in CONNECTION_RESULTS:
+            connections.add_metric([*labels, result.result], getattr(c, result.name))
         fams["flowlens_flow_rtt_seconds"].add_metric(labels, _rtt_buckets(totals), totals.rtt_sum_seconds)
         fams["flowlens_flow_active_sockets"].add_metric(labels, totals.active_sockets)
     return list(fams.values())

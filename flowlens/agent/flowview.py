@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowlens.agent.sampler import CycleResult
+from flowlens.model.flows import ADDITIVE_FIELDS
 
 
 def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
@@ -18,12 +19,7 @@ def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
             "netns": key.netns, "protocol": key.protocol, "local_ip": key.local_ip,
             "remote_ip": key.remote_ip, "server_port": key.server_port, "role": key.role,
             "service_ip": result.service_ips.get(key), "start": result.start, "end": result.end,
-            "sent_bytes": c.sent_bytes, "received_bytes": c.received_bytes,
-            "sent_segments": c.segs_out, "received_segments": c.segs_in,
-            "retransmitted_segments": c.retransmitted_segments, "retransmitted_bytes": c.retransmitted_bytes,
-            "rto": c.rto, "received_out_of_order": c.received_out_of_order,
-            "connection_attempts": c.connections_attempted,
-            "connections_established": c.connections_established, "connections_failed": c.connections_failed,
+            **{name: getattr(c, name) for name in ADDITIVE_FIELDS if name not in ("rtt_sum_us", "rtt_samples")},
             "active_sockets": result.active_sockets.get(key, 0),
             "rtt_seconds": (c.rtt_sum_us / c.rtt_samples / 1e6) if c.rtt_samples else None,
             "sent_bits_per_second": c.sent_bytes * 8 / seconds,
@@ -40,6 +36,5 @@ def interval_rows(result: CycleResult) -> list[dict[str, Any]]:
     return rows
 
 
-_COUNTER_FIELDS = ("sent_bytes", "received_bytes", "sent_segments", "received_segments", "retransmitted_segments",
-                   "retransmitted_bytes", "rto", "received_out_of_order", "connection_attempts",
-                   "connections_established", "connections_failed", "sent_bits_per_second", "received_bits_per_second")
+_COUNTER_FIELDS = (*(name for name in ADDITIVE_FIELDS if name not in ("rtt_sum_us", "rtt_samples")),
+                   "sent_bits_per_second", "received_bits_per_second")

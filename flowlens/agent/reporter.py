@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from flowlens.agent.node import NamespaceCounters, allowance_readings
 from flowlens.agent.sampler import CycleResult
 from flowlens.kernel.ethtool import ENA_ALLOWANCE_STATS
 from flowlens.model.errors import ConfigError
+from flowlens.model.flows import ADDITIVE_FIELDS, FlowKey
 from flowlens.model.report import (
     MAX_FLOWS,
     SCHEMA_VERSION,
@@ -98,10 +100,11 @@ def on_the_network(key: Any) -> bool:
     return not (key.remote_ip.startswith("127.") or key.remote_ip in ("::1", "::", "0.0.0.0"))
 
 
-def build_reports(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta) -> list[Report]:
+def build_reports(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta,
+                  own: Callable[[FlowKey], bool] = lambda _key: False) -> list[Report]:
     """The interval's report; several when it has more flows than one report may carry (the
     node's counters go with the first)."""
-    report = build_report(result, node, instance_id, node_delta)
+    report = build_report(result, node, instance_id, node_delta, own)
     if len(report.flows) <= MAX_FLOWS:
         return [report]
     parts = [report.flows[i:i + MAX_FLOWS] for i in range(0, len(report.flows), MAX_FLOWS)]
@@ -110,17 +113,13 @@ def build_reports(result: CycleResult, node: str, instance_id: str, node_delta: 
             for index, part in enumerate(parts)]
 
 
-def build_report(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta) -> Report:
+def build_report(result: CycleResult, node: str, instance_id: str, node_delta: NodeDelta,
+                 own: Callable[[FlowKey], bool] = lambda _key: False) -> Report:
     flows = [
-        FlowRecord(
-            netns=key.netns, protocol=key.protocol, role=key.role, local_ip=key.local_ip, remote_ip=key.remote_ip,
-            server_port=key.server_port, service_ip=result.service_ips.get(key), sent_bytes=c.sent_bytes,
-            received_bytes=c.received_bytes, sent_segments=c.segs_out, received_segments=c.segs_in,
-            retransmitted_segments=c.retransmitted_segments, retransmitted_bytes=c.retransmitted_bytes, rto=c.rto,
-            received_out_of_order=c.received_out_of_order, connection_attempts=c.connections_attempted,
-            connections_established=c.connections_established, connections_failed=c.connections_failed,
-            active_sockets=result.active_sockets.get(key, 0), rtt_sum_us=c.rtt_sum_us, rtt_samples=c.rtt_samples,
-        )
+        FlowRecord(netns=key.netns, protocol=key.protocol, role=key.role, local_ip=key.local_ip,
+                   remote_ip=key.remote_ip, server_port=key.server_port, service_ip=result.service_ips.get(key),
+                   own=own(key), active_sockets=result.active_sockets.get(key, 0),
+                   **{name: getattr(c, name) for name in ADDITIVE_FIELDS})
         for key, c in result.flows.items() if on_the_network(key)
     ]
     return Report(schema_version=SCHEMA_VERSION, report_id=uuid.uuid4().hex,

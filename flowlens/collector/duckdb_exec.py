@@ -28,6 +28,13 @@ def run(cursor: Cursor, sql: str, params: list[Any] | None = None) -> list[tuple
     return cursor.execute(sql, [naive(p) if isinstance(p, datetime) else p for p in params]).fetchall()
 
 
+def run_named(cursor: Cursor, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Like :func:`run`, each row as a dict by column name."""
+    rows = run(cursor, sql, params)
+    names = [column[0] for column in cursor.description or ()]
+    return [dict(zip(names, row, strict=True)) for row in rows]
+
+
 def with_table(cursor: Cursor, name: str, table: pa.Table, body: Callable[[], T]) -> T:
     """Run ``body`` with ``table`` visible to SQL as ``name`` on this cursor."""
     cursor.register(name, table)

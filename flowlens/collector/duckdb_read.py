@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flowlens.collector import duckdb_sql as q
-from flowlens.collector.duckdb_exec import Cursor, run
+from flowlens.collector.duckdb_exec import Cursor, run, run_named
 from flowlens.collector.tiers import EARLIEST, LATEST, Piece, TierState, plan, step_for
 from flowlens.model.predicates import Eq, Pred, all_of
 from flowlens.model.queries import (
+    QUERY_COUNTERS,
     Allowance,
     Edge,
     EdgeSubject,
@@ -42,9 +43,20 @@ def pieces(flt: FlowFilter, state: TierState, rollups: bool, step: timedelta | N
 
 
 def service_map(cur: Cursor, state: TierState, flt: FlowFilter, level: MapLevel, rollups: bool) -> ServiceMap:
-    rows = run(cur, *q.service_map_sql(filter_predicate(flt), pieces(flt, state, rollups), level))
-    edges = [Edge(_node(r[0:4]), _node(r[4:8]), r[8], *(int(v) for v in r[9:18]), r[18], int(r[19])) for r in rows]
+    rows = run_named(cur, *q.service_map_sql(filter_predicate(flt), pieces(flt, state, rollups), level))
+    edges = [Edge(_end_node(r, "source"), _end_node(r, "destination"), r["category"],
+                  **_counters(r, ("bytes_to_destination", "bytes_to_source", *QUERY_COUNTERS, "flows")),
+                  rtt_max_us=r["rtt_max_us"]) for r in rows]
     return ServiceMap.from_edges(level, edges)
+
+
+def _counters(row: dict, names: tuple[str, ...]) -> dict[str, int]:
+    return {name: int(row[name]) for name in names}
+
+
+def _end_node(row: dict, side: str) -> MapNode:
+    return MapNode(NodeKind(row[f"{side}_kind"]), row[f"{side}_name"], row[f"{side}_namespace"],
+                   row[f"{side}_region"])
 
 
 def flow_table(cur: Cursor, state: TierState, flt: FlowFilter, view: View | None, by: TopBy, limit: int,
@@ -52,12 +64,14 @@ def flow_table(cur: Cursor, state: TierState, flt: FlowFilter, view: View | None
     if not 0 < limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
     pred = all_of(filter_predicate(flt), view_predicate(view))
-    rows = run(cur, *q.flow_table_sql(pred, pieces(flt, state, rollups), by, limit))
-    n = len(q.ENDPOINT_FIELDS)
-    return [FlowRow(Endpoint(**dict(zip(q.ENDPOINT_FIELDS, r[:n], strict=True)), service=r[2 * n + 2]),
-                    Endpoint(**dict(zip(q.ENDPOINT_FIELDS, r[n:2 * n], strict=True)), service=r[2 * n + 3]),
-                    r[2 * n], r[2 * n + 1], *(int(v) for v in r[2 * n + 4:2 * n + 13]), r[2 * n + 13])
-            for r in rows]
+    rows = run_named(cur, *q.flow_table_sql(pred, pieces(flt, state, rollups), by, limit))
+    return [FlowRow(_endpoint(r, "c_"), _endpoint(r, "s_"), r["server_port"], r["category"],
+                    **_counters(r, ("bytes_to_server", "bytes_to_client", *QUERY_COUNTERS)),
+                    rtt_max_us=r["rtt_max_us"]) for r in rows]
+
+
+def _endpoint(row: dict, prefix: str) -> Endpoint:
+    return Endpoint(**{name: row[prefix + name] for name in q.ENDPOINT_FIELDS}, service=row[prefix + "service"])
 
 
 def timeseries(cur: Cursor, state: TierState, flt: FlowFilter, subject: Subject, step: timedelta,
@@ -86,10 +100,6 @@ def timeseries(cur: Cursor, state: TierState, flt: FlowFilter, subject: Subject,
         for b, *values in run(cur, *q.allowance_sql(parts, step_ms, sorted(nodes))):
             allowance[b] = Allowance(*(int(v) for v in values))
     return TimeSeries(subject, step, _points(flt, step_ms, flows, allowance, nodes is not None))
-
-
-def _node(parts: tuple) -> MapNode:
-    return MapNode(NodeKind(parts[0]), parts[1], parts[2], parts[3])
 
 
 def _local(base: Pred, subject: PodSubject | NodeSubject) -> Pred:

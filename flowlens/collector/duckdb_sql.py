@@ -16,13 +16,13 @@ from flowlens.collector.duckdb_schema import KEY_COLUMNS, NODE_COUNTERS, RAW_RTT
 from flowlens.collector.tiers import HOUR, MINUTE, RAW, Piece
 from flowlens.model.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, NodeRule
 from flowlens.model.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
-from flowlens.model.queries import MapLevel, TopBy
+from flowlens.model.queries import QUERY_COUNTERS, MapLevel, TopBy
 from flowlens.model.views import COUNTS_TRAFFIC, TOP_BY_ORDER
+from flowlens.model.vocabulary import OWNED_COUNTERS
 
 Params = list[Any]
 
-FACT_COUNTERS = ("sent_bytes", "received_bytes", "retransmitted_segments", "rto", "received_out_of_order",
-                 "connection_attempts", "connections_failed", "rtt_sum_us", "rtt_samples")
+FACT_COUNTERS = ("sent_bytes", "received_bytes", *QUERY_COUNTERS)
 _FLOW_TABLES = {RAW: ("flow_intervals", "time_start"), MINUTE: ("flows_1m", "bucket"), HOUR: ("flows_1h", "bucket")}
 _NODE_TABLES = {RAW: ("node_intervals", "time_start"), MINUTE: ("nodes_1m", "bucket"), HOUR: ("nodes_1h", "bucket")}
 _KEYS = frozenset(KEY_COLUMNS)
@@ -32,9 +32,15 @@ _KEYS = frozenset(KEY_COLUMNS)
 ORIENTED = {
     "to_server": "CASE WHEN owner THEN CASE WHEN is_client THEN sent_bytes ELSE received_bytes END ELSE 0 END",
     "to_client": "CASE WHEN owner THEN CASE WHEN is_client THEN received_bytes ELSE sent_bytes END ELSE 0 END",
-    "owned_attempts": "CASE WHEN owner THEN connection_attempts ELSE 0 END",
-    "owned_failed": "CASE WHEN owner THEN connections_failed ELSE 0 END",
+    **{f"owned_{name}": f"CASE WHEN owner THEN {name} ELSE 0 END" for name in QUERY_COUNTERS
+       if name in OWNED_COUNTERS},
 }
+
+
+def counter_sums() -> str:
+    """The query records' counters, each summed from the rows that count it (``combine``)."""
+    return ", ".join(f"sum(owned_{name}) AS {name}" if name in OWNED_COUNTERS else f"sum({name}) AS {name}"
+                     for name in QUERY_COUNTERS)
 ENDPOINT_FIELDS = ("ip", "pod", "namespace", "workload", "node", "zone", "cloud_service", "region")  # + service
 
 
@@ -165,10 +171,12 @@ def node_exprs(level: MapLevel, prefix: str) -> tuple[str, str, str, str]:
 def service_map_sql(pred: Pred, pieces: list[Piece], level: MapLevel) -> tuple[str, Params]:
     head, params = joined(pred, pieces)
     src, dst = node_exprs(level, "c_"), node_exprs(level, "s_")
-    sql = (f"{head}SELECT {', '.join(src)}, {', '.join(dst)}, category, "
-           "sum(to_server), sum(to_client), sum(retransmitted_segments), sum(rto), sum(received_out_of_order), "
-           "sum(owned_attempts), sum(owned_failed), sum(rtt_sum_us), sum(rtt_samples), max(rtt_max_us), "
-           "count(DISTINCT (c_ip, s_ip, server_port)) FROM j GROUP BY ALL")
+    names = ("kind", "name", "namespace", "region")
+    ends = [f"{expr} AS {side}_{n}" for side, exprs in (("source", src), ("destination", dst))
+            for expr, n in zip(exprs, names, strict=True)]
+    sql = (f"{head}SELECT {', '.join(ends)}, category, sum(to_server) AS bytes_to_destination, "
+           f"sum(to_client) AS bytes_to_source, {counter_sums()}, max(rtt_max_us) AS rtt_max_us, "
+           "count(DISTINCT (c_ip, s_ip, server_port)) AS flows FROM j GROUP BY ALL")
     return sql, params
 
 
@@ -178,13 +186,9 @@ def flow_table_sql(pred: Pred, pieces: list[Piece], by: TopBy, limit: int) -> tu
     group = [*ends, "server_port", "category"]
     order = [f"{name} DESC NULLS LAST" for name in TOP_BY_ORDER[TopBy(by)]]
     order += [f"{col} ASC NULLS FIRST" for col in group]  # a stable answer among equals
-    sql = (f"{head}SELECT * FROM (SELECT {', '.join(group)}, max(c_service), max(s_service), "
-           "sum(to_server) AS bytes_to_server, sum(to_client) AS bytes_to_client, "
-           "sum(retransmitted_segments) AS retransmitted_segments, sum(rto) AS rto, "
-           "sum(received_out_of_order) AS received_out_of_order, sum(owned_attempts) AS connection_attempts, "
-           "sum(owned_failed) AS connections_failed, sum(rtt_sum_us) AS rtt_sum_us, "
-           "sum(rtt_samples) AS rtt_samples, max(rtt_max_us) AS rtt_max_us, "
-           "sum(to_server) + sum(to_client) AS total_bytes, "
+    sql = (f"{head}SELECT * FROM (SELECT {', '.join(group)}, max(c_service) AS c_service, "
+           "max(s_service) AS s_service, sum(to_server) AS bytes_to_server, sum(to_client) AS bytes_to_client, "
+           f"{counter_sums()}, max(rtt_max_us) AS rtt_max_us, sum(to_server) + sum(to_client) AS total_bytes, "
            "sum(rtt_sum_us)::DOUBLE / nullif(sum(rtt_samples), 0) AS rtt_mean_us "
            f"FROM j GROUP BY {', '.join(group)}) ORDER BY {', '.join(order)} LIMIT {int(limit)}")
     return sql, params

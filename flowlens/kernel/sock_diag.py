@@ -117,14 +117,14 @@ def _with_info(data: bytes, at: int, size: int, family: int, state: int, sport: 
                src: bytes, dst: bytes, cookie: int, wqueue: int, addresses: AddressCache) -> TcpSocket | None:
     if size < TCPI_CORE_SIZE:
         return None
-    (rtt, total_retrans, bytes_acked, bytes_received, segs_out, segs_in, min_rtt,
-     data_segs_in, data_segs_out, delivered, bytes_sent, bytes_retrans) = TCPI_CORE.unpack_from(data, at)
+    (rtt, total_retrans, bytes_acked, bytes_received, segs_out, segs_in, _min_rtt,
+     _data_segs_in, _data_segs_out, delivered, bytes_sent, bytes_retrans) = TCPI_CORE.unpack_from(data, at)
     total_rto = TCPI_TOTAL_RTO.unpack_from(data, at)[0] if size >= TCPI_TOTAL_RTO_SIZE else None
     ooo = TCPI_RCV_OOOPACK.unpack_from(data, at)[0] if size >= TCPI_RCV_OOOPACK_SIZE else 0
     return TcpSocket(
         cookie, state, addresses.text(family, src), socket.ntohs(sport), addresses.text(family, dst),
         socket.ntohs(dport), bytes_acked, bytes_received, bytes_sent, bytes_retrans, segs_out,
-        segs_in, data_segs_out, data_segs_in, total_retrans, total_rto, rtt, min_rtt, delivered, wqueue, ooo,
+        segs_in, total_retrans, total_rto, rtt, delivered, wqueue, ooo,
     )
 
 

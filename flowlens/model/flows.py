@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import NamedTuple
 
 CLIENT = "client"
@@ -26,25 +26,27 @@ class FlowKey(NamedTuple):
 class FlowCounters:
     """Additive per-flow counters; the same type holds one interval or a running total.
 
-    Bytes are payload bytes: ``sent_bytes`` is data the peer acknowledged, ``received_bytes``
-    data received in order. SYN and FIN, which the kernel's RFC 4898 counters include, are
-    taken out. ``rtt_sum_us``/``rtt_samples`` hold one smoothed-RTT sample per socket per
-    interval it was alive in.
+    Fields are the vocabulary's flow counters (``model.vocabulary``) but the ``active_sockets``
+    gauge, which the agent keeps per flow apart. Bytes are payload bytes: ``sent_bytes`` is data
+    the peer acknowledged, ``received_bytes`` data received in order; SYN and FIN, which the
+    kernel's RFC 4898 counters include, are taken out. ``rtt_sum_us``/``rtt_samples`` hold one
+    smoothed-RTT sample per socket per interval it was alive in.
     """
 
     sent_bytes: int = 0
     received_bytes: int = 0
-    segs_out: int = 0
-    segs_in: int = 0
-    data_segs_out: int = 0
-    data_segs_in: int = 0
+    sent_segments: int = 0
+    received_segments: int = 0
     retransmitted_segments: int = 0
     retransmitted_bytes: int = 0
     rto: int = 0
     received_out_of_order: int = 0
-    connections_attempted: int = 0
+    connection_attempts: int = 0
     connections_established: int = 0
     connections_failed: int = 0
+    connections_refused: int = 0
+    connections_timed_out: int = 0
+    connections_reset: int = 0
     rtt_sum_us: int = 0
     rtt_samples: int = 0
 
@@ -64,23 +66,5 @@ class FlowCounters:
         return not any(getattr(self, name) for name in ADDITIVE_FIELDS)
 
 
+
 ADDITIVE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(FlowCounters))
-
-
-@dataclass(slots=True)
-class FlowInterval:
-    """One flow over one interval: counters for the interval plus gauges at its end."""
-
-    key: FlowKey
-    start: float
-    end: float
-    counters: FlowCounters
-    active_sockets: int = 0
-    rtt_min_us: int = 0
-    rtt_max_us: int = 0
-    rtt_samples_us: list[int] = field(default_factory=list)
-
-    @property
-    def rtt_mean_us(self) -> float:
-        c = self.counters
-        return c.rtt_sum_us / c.rtt_samples if c.rtt_samples else 0.0

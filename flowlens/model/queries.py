@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+from flowlens.model.vocabulary import FLOW_COUNTERS
+
 
 class MapLevel(StrEnum):
     """What one node of the service map stands for."""
@@ -113,29 +115,43 @@ class MapNode:
         return (self.kind, self.namespace or "", self.name, self.region or "")
 
 
+# Counters of the query records besides their bytes (oriented): the vocabulary's, but the bytes
+# and the active-sockets gauge.
+QUERY_COUNTERS: tuple[str, ...] = tuple(c.name for c in FLOW_COUNTERS
+                                        if c.name not in ("sent_bytes", "received_bytes", "active_sockets"))
+
+
 @dataclass(frozen=True, slots=True)
 class Edge:
     """Traffic from ``source`` (client side) to ``destination`` (server side) in one category.
 
     Byte and connection counters are counted once per connection even when agents on both
-    ends reported it; retransmissions, timeouts and RTT samples come from both ends (each end
-    retransmits its own data). ``flows`` counts distinct (client IP, server IP, server port).
+    ends reported it; segments, retransmissions, timeouts and RTT samples come from both ends
+    (each end sends and retransmits its own data). ``flows`` counts distinct (client IP, server
+    IP, server port). The counters after the bytes are the vocabulary's (``QUERY_COUNTERS``).
     """
 
     source: MapNode
     destination: MapNode
     category: str
-    bytes_to_destination: int
-    bytes_to_source: int
-    retransmitted_segments: int
-    rto: int
-    received_out_of_order: int
-    connection_attempts: int
-    connections_failed: int
-    rtt_sum_us: int
-    rtt_samples: int
-    rtt_max_us: float | None  # highest per-interval mean RTT seen on any of its flows
-    flows: int
+    bytes_to_destination: int = 0
+    bytes_to_source: int = 0
+    sent_segments: int = 0
+    received_segments: int = 0
+    retransmitted_segments: int = 0
+    retransmitted_bytes: int = 0
+    rto: int = 0
+    received_out_of_order: int = 0
+    connection_attempts: int = 0
+    connections_established: int = 0
+    connections_failed: int = 0
+    connections_refused: int = 0
+    connections_timed_out: int = 0
+    connections_reset: int = 0
+    rtt_sum_us: int = 0
+    rtt_samples: int = 0
+    rtt_max_us: float | None = None  # highest per-interval mean RTT seen on any of its flows
+    flows: int = 0
 
     @property
     def total_bytes(self) -> int:
@@ -144,6 +160,10 @@ class Edge:
     @property
     def rtt_mean_us(self) -> float | None:
         return self.rtt_sum_us / self.rtt_samples if self.rtt_samples else None
+
+    @property
+    def loss_rate(self) -> float:
+        return loss_rate(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,22 +211,30 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class FlowRow:
-    """One flow of the flow table: (client, server, server port, category) over the range."""
+    """One flow of the flow table: (client, server, server port, category) over the range;
+    counters as in :class:`Edge`."""
 
     client: Endpoint
     server: Endpoint
     server_port: int
     category: str
-    bytes_to_server: int
-    bytes_to_client: int
-    retransmitted_segments: int
-    rto: int
-    received_out_of_order: int
-    connection_attempts: int
-    connections_failed: int
-    rtt_sum_us: int
-    rtt_samples: int
-    rtt_max_us: float | None
+    bytes_to_server: int = 0
+    bytes_to_client: int = 0
+    sent_segments: int = 0
+    received_segments: int = 0
+    retransmitted_segments: int = 0
+    retransmitted_bytes: int = 0
+    rto: int = 0
+    received_out_of_order: int = 0
+    connection_attempts: int = 0
+    connections_established: int = 0
+    connections_failed: int = 0
+    connections_refused: int = 0
+    connections_timed_out: int = 0
+    connections_reset: int = 0
+    rtt_sum_us: int = 0
+    rtt_samples: int = 0
+    rtt_max_us: float | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -215,6 +243,19 @@ class FlowRow:
     @property
     def rtt_mean_us(self) -> float | None:
         return self.rtt_sum_us / self.rtt_samples if self.rtt_samples else None
+
+    @property
+    def loss_rate(self) -> float:
+        return loss_rate(self)
+
+
+def loss_rate(traffic: Edge | FlowRow) -> float:
+    """Segments lost over segments sent, both ends together: a sender's retransmissions over
+    its segments, and (for senders without an agent, such as S3) a receiver's out-of-order
+    arrivals over its received segments. Never above 1."""
+    lost = traffic.retransmitted_segments + traffic.received_out_of_order
+    carried = traffic.sent_segments + traffic.received_segments
+    return min(1.0, lost / carried) if carried else 0.0
 
 
 @dataclass(frozen=True, slots=True)

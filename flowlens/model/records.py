@@ -12,6 +12,8 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
+from flowlens.model.vocabulary import FLOW_COUNTERS, NODE_COUNTER_NAMES
+
 # Identity of the flow as the agent saw it.
 FLOW_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("time_start", pa.timestamp("ms", tz="UTC")),
@@ -26,22 +28,8 @@ FLOW_KEY_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("service_ip", pa.string()),      # the ClusterIP the client dialled, when the flow was DNAT'd
 )
 
-FLOW_COUNTER_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
-    ("sent_bytes", pa.int64()),
-    ("received_bytes", pa.int64()),
-    ("sent_segments", pa.int64()),
-    ("received_segments", pa.int64()),
-    ("retransmitted_segments", pa.int64()),
-    ("retransmitted_bytes", pa.int64()),
-    ("rto", pa.int64()),
-    ("received_out_of_order", pa.int64()),
-    ("connection_attempts", pa.int64()),
-    ("connections_established", pa.int64()),
-    ("connections_failed", pa.int64()),
-    ("active_sockets", pa.int32()),
-    ("rtt_sum_us", pa.int64()),
-    ("rtt_samples", pa.int64()),
-)
+FLOW_COUNTER_COLUMNS: tuple[tuple[str, pa.DataType], ...] = tuple(
+    (c.name, pa.int32() if c.kind == "gauge" else pa.int64()) for c in FLOW_COUNTERS)
 
 # What enrichment adds for each end: Kubernetes identity, placement, and for addresses outside
 # the cluster the cloud service (e.g. S3) and region from the IP-ranges file.
@@ -83,15 +71,7 @@ NODE_COLUMNS: tuple[tuple[str, pa.DataType], ...] = (
     ("zone", pa.string()),
     ("instance_type", pa.string()),
     ("iface", pa.string()),
-    ("bw_in_allowance_exceeded", pa.int64()),
-    ("bw_out_allowance_exceeded", pa.int64()),
-    ("pps_allowance_exceeded", pa.int64()),
-    ("conntrack_allowance_exceeded", pa.int64()),
-    ("linklocal_allowance_exceeded", pa.int64()),
-    ("rx_bytes", pa.int64()),
-    ("tx_bytes", pa.int64()),
-    ("tcp_retransmitted_segments", pa.int64()),
+    *((name, pa.int64()) for name in NODE_COUNTER_NAMES),
 )
 NODE_SCHEMA = pa.schema([pa.field(name, kind) for name, kind in NODE_COLUMNS])
 
-CATEGORIES = ("INTRA_AZ", "INTER_AZ", "INTER_VPC", "INTER_REGION", "AMAZON_S3", "AMAZON_DYNAMODB", "UNCLASSIFIED")

@@ -23,6 +23,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from flowlens.model.vocabulary import FLOW_COUNTER_NAMES, NODE_COUNTER_NAMES
+
 SCHEMA_VERSION = 1
 # Flows in one report: its decoding costs about 3 KB a flow at the collector (about 150 MB at
 # the limit, for at most two reports at once); agents split bigger intervals into several.
@@ -59,47 +61,29 @@ class Interval(_Strict):
         return self.end - self.start
 
 
-class FlowRecord(_Strict, gc=False):
-    netns: Name
-    role: Literal["client", "server"]
-    local_ip: str
-    remote_ip: str
-    server_port: Annotated[int, msgspec.Meta(ge=0, le=65535)]
-    protocol: Literal["tcp"] = "tcp"
-    service_ip: str | None = None
-    sent_bytes: Count = 0
-    received_bytes: Count = 0
-    sent_segments: Count = 0
-    received_segments: Count = 0
-    retransmitted_segments: Count = 0
-    retransmitted_bytes: Count = 0
-    rto: Count = 0
-    received_out_of_order: Count = 0
-    connection_attempts: Count = 0
-    connections_established: Count = 0
-    connections_failed: Count = 0
-    active_sockets: Count = 0
-    rtt_sum_us: Count = 0
-    rtt_samples: Count = 0
+# One flow of one interval: its key as the agent saw it, then every flow counter of the
+# vocabulary, each 0 when absent.
+FlowRecord = msgspec.defstruct(
+    "FlowRecord",
+    [("netns", Name), ("role", Literal["client", "server"]), ("local_ip", str), ("remote_ip", str),
+     ("server_port", Annotated[int, msgspec.Meta(ge=0, le=65535)]), ("protocol", Literal["tcp"], "tcp"),
+     ("service_ip", str | None, None), ("own", bool, False),
+     *((name, Count, 0) for name in FLOW_COUNTER_NAMES)],
+    bases=(_Strict,), gc=False, module=__name__,
+)
+FLOW_COUNTER_FIELDS = FLOW_COUNTER_NAMES
 
 
-FLOW_COUNTER_FIELDS = tuple(name for name in FlowRecord.__struct_fields__ if name not in (
-    "netns", "role", "local_ip", "remote_ip", "server_port", "protocol", "service_ip"))
-
-
-class InterfaceDelta(_Strict):
-    iface: Annotated[str, msgspec.Meta(min_length=1, max_length=15)]
-    rx_bytes: Count = 0
-    tx_bytes: Count = 0
-    bw_in_allowance_exceeded: Count = 0
-    bw_out_allowance_exceeded: Count = 0
-    pps_allowance_exceeded: Count = 0
-    conntrack_allowance_exceeded: Count = 0
-    linklocal_allowance_exceeded: Count = 0
+InterfaceDelta = msgspec.defstruct(
+    "InterfaceDelta",
+    [("iface", Annotated[str, msgspec.Meta(min_length=1, max_length=15)]),
+     *((name, Count, 0) for name in NODE_COUNTER_NAMES if name != "tcp_retransmitted_segments")],
+    bases=(_Strict,), module=__name__,
+)
 
 
 class NodeDelta(_Strict):
-    interfaces: Annotated[list[InterfaceDelta], msgspec.Meta(max_length=1024)] = []
+    interfaces: Annotated[list[InterfaceDelta], msgspec.Meta(max_length=1024)] = []  # type: ignore[valid-type]
     tcp_retransmitted_segments: Count = 0
 
 
@@ -108,7 +92,7 @@ class Report(_Strict):
     report_id: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{8,64}$")]
     agent: AgentInfo
     interval: Interval
-    flows: Annotated[list[FlowRecord], msgspec.Meta(max_length=MAX_FLOWS)]
+    flows: Annotated[list[FlowRecord], msgspec.Meta(max_length=MAX_FLOWS)]  # type: ignore[valid-type]
     node: NodeDelta = NodeDelta()
 
 

@@ -40,12 +40,9 @@ class TcpSocket(NamedTuple):
     bytes_retrans: int
     segs_out: int
     segs_in: int
-    data_segs_out: int
-    data_segs_in: int
     total_retrans: int
     total_rto: int | None
     rtt_us: int
-    min_rtt_us: int
     delivered: int
     write_queue: int = 0
     rcv_ooopack: int = 0

@@ -65,7 +65,7 @@ def test_long_shaped_transfer_is_exact_on_both_ends_and_retransmissions_match_th
     client, srv = total(results, a, CLIENT, 5201), total(results, b, SERVER, 5201)
     assert (client.sent_bytes, client.received_bytes) == (payload, 1000)
     assert (srv.received_bytes, srv.sent_bytes) == (payload, 1000)
-    assert (client.connections_attempted, client.connections_established, client.connections_failed) == (1, 1, 0)
+    assert (client.connection_attempts, client.connections_established, client.connections_failed) == (1, 1, 0)
     assert srv.connections_established == 1
 
     retrans_delta = tcp_mib(a, "RetransSegs") - retrans_before[0], tcp_mib(b, "RetransSegs") - retrans_before[1]
@@ -92,7 +92,7 @@ def test_200_short_connections_between_two_polls_are_each_counted(ns_pair: NsPai
     client, srv = total([result], a, CLIENT, 8080), total([result], b, SERVER, 8080)
     assert (client.sent_bytes, client.received_bytes) == (sent, 200 * 100)
     assert (srv.received_bytes, srv.sent_bytes) == (sent, 200 * 100)
-    assert (client.connections_attempted, client.connections_established, client.connections_failed) == (200, 200, 0)
+    assert (client.connection_attempts, client.connections_established, client.connections_failed) == (200, 200, 0)
     assert srv.connections_established == 200
     assert result.active_sockets == {} or all(k.netns not in (a, b) for k in result.active_sockets)
 
@@ -112,9 +112,12 @@ def test_refused_and_blackholed_connections_are_failed(ns_pair: NsPair, sampler:
     refused = total([result], a, CLIENT, 5998)
     dropped = total([result], a, CLIENT, 5999)
     ok = total([result], a, CLIENT, 6000)
-    assert (refused.connections_attempted, refused.connections_established, refused.connections_failed) == (1, 0, 1)
-    assert (dropped.connections_attempted, dropped.connections_established, dropped.connections_failed) == (1, 0, 1)
+    assert (refused.connection_attempts, refused.connections_established, refused.connections_failed) == (1, 0, 1)
+    assert (dropped.connection_attempts, dropped.connections_established, dropped.connections_failed) == (1, 0, 1)
     assert dropped.retransmitted_segments >= 1, "the SYN was retransmitted before the timeout"
+    # Told apart per connection: a reset came back, or nothing did.
+    assert (refused.connections_refused, refused.connections_timed_out) == (1, 0)
+    assert (dropped.connections_refused, dropped.connections_timed_out) == (0, 1)
     assert (ok.connections_established, ok.connections_failed) == (1, 0)
     assert refused.sent_bytes == dropped.sent_bytes == 0
 
@@ -150,7 +153,7 @@ def test_restart_mid_transfer_counts_exactly_what_follows(ns_pair: NsPair):
     client, srv = total([after], a, CLIENT, 7000), total([after], b, SERVER, 7000)
     assert client.sent_bytes == 123_457
     assert srv.received_bytes == 123_457
-    assert client.connections_attempted == client.connections_established == 0, "opened before the restart"
+    assert client.connection_attempts == client.connections_established == 0, "opened before the restart"
 
 
 def test_ipv6_and_v4_mapped_addresses(netns: str, sampler: Sampler):

@@ -83,7 +83,8 @@ def test_flow_counters_parse_and_match_the_traffic(agent_with_traffic):
     assert value(parsed, "flowlens_flow_received_bytes_total", **client) == 4 * 4321
     assert value(parsed, "flowlens_flow_received_bytes_total", **server) == 350_000
     assert value(parsed, "flowlens_flow_connections_total", result="established", **client) == 4
-    assert value(parsed, "flowlens_flow_connections_total", result="failed", **client) == 0
+    assert value(parsed, "flowlens_flow_connections_total", result="refused", **client) == 0
+    assert value(parsed, "flowlens_flow_connections_total", result="timed_out", **client) == 0
     assert value(parsed, "flowlens_flow_connection_attempts_total", **client) == 4
     assert value(parsed, "flowlens_flow_rtt_seconds_count", **client) == 4
     assert value(parsed, "flowlens_flow_rtt_seconds_bucket", le="+Inf", **client) == 4

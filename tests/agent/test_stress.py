@@ -61,7 +61,7 @@ def assert_exact(results: list[CycleResult], pair: NsPair, port: int, clients, s
     client, server = total(results, pair.a, CLIENT, port), total(results, pair.b, SERVER, port)
     assert clients.failed == servers.failed == 0
     assert clients.connections == servers.connections
-    assert (client.connections_attempted, client.connections_established, client.connections_failed) == \
+    assert (client.connection_attempts, client.connections_established, client.connections_failed) == \
         (clients.connections, clients.connections, 0)
     assert (client.sent_bytes, client.received_bytes) == (clients.sent, clients.received)
     assert server.connections_established == servers.connections
@@ -121,7 +121,7 @@ def test_dropped_destroy_events_show_as_unattributed_connections_never_hidden(ns
     lost_b, _ = unattributed[b]
     assert lost_a > 0 and bytes_a > 0
     # Every connection is either counted or unattributed: the sum is the kernel's, exactly.
-    assert client.connections_attempted + lost_a == clients.connections
+    assert client.connection_attempts + lost_a == clients.connections
     assert server.connections_established + lost_b == server_tally.connections
     assert client.sent_bytes < clients.sent, "the lost sockets' bytes are missing from the flows"
 

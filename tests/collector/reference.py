@@ -13,11 +13,11 @@ from typing import Any
 
 from flowlens.model.identity import client_side, end_of, map_node
 from flowlens.model.predicates import all_of, evaluate
-from flowlens.model.queries import Edge, Endpoint, FlowFilter, FlowRow, MapLevel, View
+from flowlens.model.queries import QUERY_COUNTERS, Edge, Endpoint, FlowFilter, FlowRow, MapLevel, View
 from flowlens.model.views import COUNTS_TRAFFIC, filter_predicate, view_predicate
+from flowlens.model.vocabulary import OWNED_COUNTERS
 
-SUMS = ("to_server", "to_client", "retransmitted_segments", "rto", "received_out_of_order", "connection_attempts",
-        "connections_failed", "rtt_sum_us", "rtt_samples")
+SUMS = ("to_server", "to_client", *QUERY_COUNTERS)
 
 
 def _selected(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None = None) -> list[dict[str, Any]]:
@@ -35,11 +35,7 @@ def _oriented(row: dict[str, Any]) -> dict[str, int]:
     return {
         "to_server": owner * (row["sent_bytes"] if client else row["received_bytes"]),
         "to_client": owner * (row["received_bytes"] if client else row["sent_bytes"]),
-        "retransmitted_segments": row["retransmitted_segments"], "rto": row["rto"],
-        "received_out_of_order": row["received_out_of_order"],
-        "connection_attempts": owner * row["connection_attempts"],
-        "connections_failed": owner * row["connections_failed"],
-        "rtt_sum_us": row["rtt_sum_us"], "rtt_samples": row["rtt_samples"],
+        **{name: (owner if name in OWNED_COUNTERS else 1) * row[name] for name in QUERY_COUNTERS},
     }
 
 
@@ -62,7 +58,8 @@ def service_map(rows: list[dict[str, Any]], flt: FlowFilter, level: MapLevel) ->
             sums[key][name] += value
         rtt_max[key] = _max(rtt_max[key], _rtt(row))
         flows[key].add((row[f"{c}_ip"], row[f"{s}_ip"], row["server_port"]))
-    return {Edge(src, dst, cat, *(sums[k][n] for n in SUMS), rtt_max[k], len(flows[k]))
+    return {Edge(src, dst, cat, sums[k]["to_server"], sums[k]["to_client"],
+                 **{n: sums[k][n] for n in QUERY_COUNTERS}, rtt_max_us=rtt_max[k], flows=len(flows[k]))
             for k in sums for src, dst, cat in [k]}
 
 
@@ -82,5 +79,6 @@ def flow_table(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None) -
         e[0], e[1], e[2] = _max(e[0], row[f"{c}_service"]), _max(e[1], row[f"{s}_service"]), _max(e[2], _rtt(row))
     return [FlowRow(Endpoint(**dict(zip(ENDPOINT, ce, strict=True)), service=extra[k][0]),
                     Endpoint(**dict(zip(ENDPOINT, se, strict=True)), service=extra[k][1]), port, cat,
-                    *(sums[k][n] for n in SUMS), extra[k][2])
+                    sums[k]["to_server"], sums[k]["to_client"], **{n: sums[k][n] for n in QUERY_COUNTERS},
+                    rtt_max_us=extra[k][2])
             for k in sums for ce, se, port, cat in [k]]
