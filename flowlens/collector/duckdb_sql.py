@@ -18,7 +18,7 @@ from flowlens.model.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, 
 from flowlens.model.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
 from flowlens.model.queries import QUERY_COUNTERS, MapLevel, TopBy
 from flowlens.model.views import COUNTS_TRAFFIC, TOP_BY_ORDER
-from flowlens.model.vocabulary import OWNED_COUNTERS
+from flowlens.model.vocabulary import ALLOWANCE_STATS, OWNED_COUNTERS
 
 Params = list[Any]
 
@@ -217,8 +217,7 @@ def edge_series_sql(pred: Pred, pieces: list[Piece], bucket_ms: int, level: MapL
 
 def allowance_sql(pieces: list[Piece], bucket_ms: int, nodes: list[str]) -> tuple[str, Params]:
     source, params = node_source(pieces)
-    allowance = ("bw_in_allowance_exceeded", "bw_out_allowance_exceeded", "pps_allowance_exceeded",
-                 "conntrack_allowance_exceeded", "linklocal_allowance_exceeded")
+    allowance = ALLOWANCE_STATS
     sql = (f"SELECT (epoch_ms(t) // {int(bucket_ms)}) * {int(bucket_ms)} AS b, "
            f"{', '.join(f'sum({c})' for c in allowance)} FROM ({source}) s "
            f"WHERE node IN ({', '.join('?' * len(nodes))}) GROUP BY b ORDER BY b")

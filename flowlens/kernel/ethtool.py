@@ -15,6 +15,7 @@ import socket
 import struct
 
 from flowlens.model.errors import FlowlensError, PrivilegeError
+from flowlens.model.vocabulary import ALLOWANCE_STATS
 
 SIOCETHTOOL = 0x8946
 IFNAMSIZ = 16
@@ -80,13 +81,7 @@ _SPARE_ENTRIES = 256
 _ATTEMPTS = 3
 
 # Statistics the AWS ENA driver exposes for packets shaped or dropped by instance allowances.
-ENA_ALLOWANCE_STATS = (
-    "bw_in_allowance_exceeded",
-    "bw_out_allowance_exceeded",
-    "pps_allowance_exceeded",
-    "conntrack_allowance_exceeded",
-    "linklocal_allowance_exceeded",
-)
+ENA_ALLOWANCE_STATS = ALLOWANCE_STATS
 
 # Errors that mean "this interface has nothing to report" rather than a fault of ours.
 _NO_STATS = (errno.EOPNOTSUPP, errno.ENODEV, errno.ENXIO)
