@@ -13,12 +13,14 @@ cycle. A stop request (SIGTERM) ends the loop at once, even in the middle of a c
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
@@ -35,7 +37,9 @@ from flowlens.agent.node import node_families, parse_allowance_qdiscs
 from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_reports
 from flowlens.agent.sampler import CycleResult, Sampler
 from flowlens.agent.series import FlowSeries
+from flowlens.kernel.netns import HOST_LABEL
 from flowlens.model.errors import FlowlensError
+from flowlens.model.flows import FlowKey
 from flowlens.web.auth import TokenSet
 from flowlens.web.guard import Guard, Rule
 from flowlens.web.server import Limits, Served, ServerStats, Tls
@@ -100,6 +104,17 @@ class SelfStats:
             connections.add_metric([netns], count)
             estimate.add_metric([netns], round(bytes_estimate))
         return [*out, connections, estimate, *reporter_families(reporter)]
+
+
+def endpoints_of(url: str) -> set[tuple[str, int]]:
+    """The (address, port) pairs a collector URL reaches, so the agent knows its own reports."""
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        infos = socket.getaddrinfo(parsed.hostname or "", port, proto=socket.IPPROTO_TCP)
+    except OSError:
+        return set()
+    return {(info[4][0], port) for info in infos}
 
 
 def reporter_families(reporter: Reporter | None) -> list[Any]:
@@ -181,6 +196,7 @@ class Agent:
         self.allowance_qdiscs = parse_allowance_qdiscs(config.allowance_qdiscs)
         self.node_deltas = NodeDeltas(self.allowance_qdiscs)
         self.metrics_tokens = TokenSet([config.metrics_token_file], ENV_METRICS_TOKENS, what="metrics token")
+        self.collector_endpoints = endpoints_of(config.collector) if config.collector else set()
         self.reporter: Reporter | None = None
         if config.collector:
             tokens = TokenSet([config.token_file], ENV_TOKEN, [config.token], what="collector token")
@@ -205,6 +221,12 @@ class Agent:
         self.series.watch(self.sampler.labels(), self.sampler.clock(), self.collector.scrapes)
         self.collector.publish(flow_families(self.series))
         self.watchdog.start()
+
+    def own(self, key: FlowKey) -> bool:
+        """flowlens's own traffic: reports to the collector, scrapes of this agent's endpoint."""
+        if key.role == "server":
+            return key.netns == HOST_LABEL and key.server_port == self.config.port
+        return (key.remote_ip, key.server_port) in self.collector_endpoints
 
     @property
     def problem(self) -> str:
@@ -233,7 +255,7 @@ class Agent:
         self.last_flows = interval_rows(result)
         if self.reporter is not None:
             delta = self.node_deltas(result.node)
-            for report in build_reports(result, self.config.node, self.config.instance_id, delta):
+            for report in build_reports(result, self.config.node, self.config.instance_id, delta, self.own):
                 self.reporter.submit(report)
         with self._cycle_done:
             self.last_result = result

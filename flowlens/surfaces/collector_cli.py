@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -293,11 +294,18 @@ def _brief(values: dict[str, Any]) -> str:
 def _get(base: str, path: str, params: dict[str, Any]) -> Any:
     from flowlens.model.errors import FlowlensError
 
+    from flowlens.web.auth import TokenSet
+
+    token = TokenSet([os.environ.get(ENV + "TOKEN_FILE", "")], ENV + "TOKEN", what="read token").first()
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(base.rstrip("/") + path, params=params, timeout=60)
+        response = httpx.get(base.rstrip("/") + path, params=params, timeout=60, headers=headers)
     except httpx.HTTPError as err:
         raise FlowlensError(f"no collector answers at {base} ({err}): start one with `flowlens collector` or "
                             "`flowlens up`, or pass --collector URL") from None
+    if response.status_code in (401, 403):
+        raise FlowlensError(f"the collector wants a reader's token ({response.status_code}): put it in a file and "
+                            "set FLOWLENS_TOKEN_FILE, or set FLOWLENS_TOKEN")
     if response.status_code >= 400:
         raise FlowlensError(f"the collector refused the query: {response.status_code} {response.text[:300]}")
     return response.json()

@@ -26,6 +26,7 @@ from flowlens.collector.enrich.observed import ObservedAddresses
 from flowlens.model.records import ENRICHED_FLOW_SCHEMA as ENRICHED
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_KEY_NAMES, NODE_SCHEMA, flow_ids
 from flowlens.model.report import Report
+from flowlens.model.vocabulary import Category, aws_category
 
 FLOW_TYPES = dict(FLOW_COUNTER_COLUMNS)
 # Key and enrichment columns, in the stored order, and the flow id: what the cache keeps per flow.
@@ -116,6 +117,10 @@ class Enricher:
             **_take_ends("remote", remote_ends, remote_index),
             "category": self._categories(local_ends, remote_ends, local_index, remote_index),
         }
+        if any(f.own for f in subset):  # flowlens's own traffic, whatever its ends
+            columns["category"] = pa.array([Category.FLOWLENS if f.own else c
+                                            for f, c in zip(subset, columns["category"].to_pylist(), strict=True)],
+                                           pa.string())
         table = pa.table([columns[name] for name in KEYED.names[:-1]], schema=pa.schema(list(KEYED)[:-1]))
         table = table.append_column(KEYED.field("flow_id"), flow_ids(table))
         final = [remote_ends[r].final for r in remote_index.tolist()]
@@ -154,21 +159,19 @@ class Enricher:
     def category(self, local: Endpoint | None, remote: Endpoint | None, cloud: CloudOwner | None,
                  remote_ip: str) -> str:
         if cloud is not None:
-            if cloud.service == "S3":
-                return "AMAZON_S3"
-            if cloud.service == "DYNAMODB":
-                return "AMAZON_DYNAMODB"
+            if cloud.service in ("S3", "DYNAMODB"):
+                return aws_category(cloud.service)
             if cloud.region and self.region and cloud.region not in (self.region, "GLOBAL"):
-                return "INTER_REGION"
+                return Category.INTER_REGION
             if cloud.service not in ("AMAZON", "EC2"):
-                return f"AMAZON_{cloud.service}"
+                return aws_category(cloud.service)
         if remote is not None and local is not None and remote.zone and local.zone:
-            return "INTRA_AZ" if remote.zone == local.zone else "INTER_AZ"
+            return Category.INTRA_AZ if remote.zone == local.zone else Category.INTER_AZ
         if self.vpc_cidrs:
             address = ipaddress.ip_address(remote_ip)
             if any(address in net for net in self.vpc_cidrs):
-                return "INTER_VPC"
-        return "UNCLASSIFIED"
+                return Category.INTER_VPC
+        return Category.UNCLASSIFIED
 
     def nodes(self, report: Report) -> pa.Table:
         start = datetime.fromtimestamp(report.interval.start, UTC)
@@ -203,7 +206,7 @@ class _KeyCache:
         known = self._index.get(node, {})
         hit_rows, positions, miss_rows = [], [], []
         for row, f in enumerate(flows):
-            position = known.get((f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip))
+            position = known.get((f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip, f.own))
             if position is None:
                 miss_rows.append(row)
             else:
@@ -218,7 +221,7 @@ class _KeyCache:
         known = self._index.setdefault(node, {})
         for offset, i in enumerate(keep):
             f = flows[i]
-            known[(f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip)] = self.size + offset
+            known[(f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip, f.own)] = self.size + offset
         self._tables.append(table.take(keep) if len(keep) < len(final) else table)
         self.size += len(keep)
         if len(self._tables) > 8:  # few big chunks take faster than many small ones
