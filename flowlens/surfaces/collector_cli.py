@@ -293,7 +293,6 @@ def _brief(values: dict[str, Any]) -> str:
 
 def _get(base: str, path: str, params: dict[str, Any]) -> Any:
     from flowlens.model.errors import FlowlensError
-
     from flowlens.web.auth import TokenSet
 
     token = TokenSet([os.environ.get(ENV + "TOKEN_FILE", "")], ENV + "TOKEN", what="read token").first()
