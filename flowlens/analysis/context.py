@@ -1,4 +1,11 @@
-"""What a diagnosis looks at: the store, the inventory, the events, and one time window."""
+"""What a diagnosis looks at: the store, the inventory, the events, and one time window.
+
+Rules read flows through here, never straight from the store: flowlens's own traffic (agents'
+reports, scrapes: category FLOWLENS) is left out, queries are cached for the diagnosis, and a
+cap on rows (the flows with the most losses first) is said in the answer's notes when hit.
+Detection works on short buckets of the window (:meth:`buckets`), so a fault shows within two
+report intervals whatever the window's length.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,12 @@ from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
 from flowlens.model.queries import FlowFilter, FlowRow, TopBy, View
+from flowlens.model.vocabulary import Category
+
+MAX_ROWS = 20_000  # flows read per query, the lossiest first
+BUCKET_SECONDS = 10.0  # detection granularity: two report intervals at the default 5 s
+RECENT_SECONDS = 60.0  # the last minute of a window is always looked at in buckets that short
+MAX_BUCKETS = 24  # the rest of it in at most this many
 
 
 @dataclass
@@ -23,23 +36,52 @@ class Context:
     bandwidth_scale: float = 1.0
     cost_per_gb_each_way: float = 0.01
     notes: list[str] = field(default_factory=list)
+    _rows: dict[tuple[float, float, str | None], list[FlowRow]] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float]:
         return (self.start, self.end)
 
-    def filter(self, **kwargs: object) -> FlowFilter:
-        return FlowFilter(since=datetime.fromtimestamp(self.start, UTC), until=datetime.fromtimestamp(self.end, UTC),
+    def filter(self, start: float | None = None, end: float | None = None, **kwargs: object) -> FlowFilter:
+        return FlowFilter(since=datetime.fromtimestamp(self.start if start is None else start, UTC),
+                          until=datetime.fromtimestamp(self.end if end is None else end, UTC),
                           **kwargs)  # type: ignore[arg-type]
+
+    def rows_between(self, start: float, end: float, view: View | None = None) -> list[FlowRow]:
+        """Flows of [start, end) of a view (all by default), without flowlens's own."""
+        key = (start, end, view)
+        if key not in self._rows:
+            rows = self.store.flow_table(self.filter(start, end), view, TopBy.RETRANSMISSIONS, MAX_ROWS)
+            if len(rows) == MAX_ROWS:
+                self.notes.append(f"more than {MAX_ROWS} flows between {start:.0f} and {end:.0f}: the "
+                                  f"{MAX_ROWS} with the most losses were read")
+            self._rows[key] = [row for row in rows if row.category != Category.FLOWLENS]
+        return self._rows[key]
+
+    def buckets(self) -> list[tuple[float, float]]:
+        """The window cut in buckets: its last minute in BUCKET_SECONDS ones (a fault that just
+        started shows within two report intervals, however long the window), the rest in at
+        most MAX_BUCKETS (a past fault shows too, less finely)."""
+        edges, t = [], self.end
+        recent = max(self.start, self.end - RECENT_SECONDS)
+        while t > recent + 1e-6:
+            edges.append((max(recent, t - BUCKET_SECONDS), t))
+            t -= BUCKET_SECONDS
+        size = max(BUCKET_SECONDS, (recent - self.start) / MAX_BUCKETS)
+        t = recent
+        while t > self.start + 1e-6:
+            edges.append((max(self.start, t - size), t))
+            t -= size
+        return sorted(edges)
 
     @cached_property
     def cluster_rows(self) -> list[FlowRow]:
-        return self.store.flow_table(self.filter(), View.CLUSTER, TopBy.BYTES, 3000)
+        return self.rows_between(self.start, self.end, View.CLUSTER)
 
     @cached_property
     def aws_rows(self) -> list[FlowRow]:
-        return self.store.flow_table(self.filter(), View.AWS, TopBy.BYTES, 3000)
+        return self.rows_between(self.start, self.end, View.AWS)
 
     @cached_property
     def all_rows(self) -> list[FlowRow]:
-        return self.store.flow_table(self.filter(), None, TopBy.BYTES, 3000)
+        return self.rows_between(self.start, self.end)

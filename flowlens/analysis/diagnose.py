@@ -7,37 +7,45 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from flowlens.analysis.context import Context
-from flowlens.analysis.rules import bandwidth_allowance, connections, cross_zone, degradation
+from flowlens.analysis.rules import bandwidth_allowance, connections, cross_zone, degradation, model_loads
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
 from flowlens.model.findings import Diagnosis, Finding
 
 log = logging.getLogger(__name__)
-
-RULES = (bandwidth_allowance.findings, cross_zone.findings, connections.findings)
-
+T = TypeVar("T")
 
 def diagnose(store: FlowStore, inventory: Inventory, events: EventLog, seconds: float,
              now: float | None = None, bandwidth_scale: float = 1.0) -> Diagnosis:
     end = now if now is not None else time.time()
     ctx = Context(store, inventory, events, end - seconds, end, bandwidth_scale)
     findings: list[Finding] = []
-    for rule in RULES:
-        try:
-            findings += rule(ctx)
-        except Exception as err:  # report what the other rules found
-            log.exception("rule %s failed", rule.__module__)
-            ctx.notes.append(f"{rule.__module__}: {err}")
-    try:
-        paths, degraded = degradation.evaluate(ctx)
-    except Exception as err:
-        log.exception("health evaluation failed")
-        ctx.notes.append(f"health: {err}")
-        paths, degraded = [], []
+    # What explains losses goes first, so that located degradation is only what is left.
+    allowance, explained_nodes = _guarded(ctx, "bandwidth allowance", lambda: bandwidth_allowance.findings(ctx),
+                                          ([], set()))
+    blocking, blocked = _guarded(ctx, "connections", lambda: connections.findings(ctx), ([], set()))
+    findings += allowance + blocking
+    findings += _guarded(ctx, "cross-zone traffic", lambda: cross_zone.findings(ctx), [])
+    paths, degraded = _guarded(ctx, "health", lambda: degradation.evaluate(ctx, explained_nodes, blocked), ([], []))
     findings += degraded
+    remotes = {name for f in degraded if f.kind == "remote_degradation" for name in f.where["remotes"]}
+    findings += _guarded(ctx, "model loads", lambda: model_loads.findings(ctx, explained_nodes, remotes), [])
     order = {"critical": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: (order.get(f.severity, 3), f.kind, f.title))
-    return Diagnosis(ctx.window, max((p.health for p in paths), default=0), tuple(paths), tuple(findings))
+    return Diagnosis(ctx.window, max((p.health for p in paths), default=0), tuple(paths), tuple(findings),
+                     tuple(ctx.notes))
+
+
+def _guarded(ctx: Context, name: str, rule: Callable[[], T], fallback: T) -> T:
+    """One failing rule never stops the others: its error becomes a note."""
+    try:
+        return rule()
+    except Exception as err:
+        log.exception("rule %s failed", name)
+        ctx.notes.append(f"{name}: {err}")
+        return fallback

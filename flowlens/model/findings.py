@@ -38,3 +38,4 @@ class Diagnosis:
     health: int
     paths: tuple[PathHealth, ...]
     findings: tuple[Finding, ...]
+    notes: tuple[str, ...] = ()  # rules that failed, caps that were hit

@@ -1,4 +1,9 @@
-"""Each finding rule and the health indicator on stored data with known numbers."""
+"""Each finding rule and the health indicator on stored data with known numbers.
+
+The cluster: zone a has runtime nodes a1 and a2, zone b has UI nodes b1 and b2 and a runtime
+pod on b1; S3 answers from outside. Each test stores the flows of one situation and checks what
+the diagnosis must say, and what it must not.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,22 @@ from tests.collector.rows import T0, cloud, flow, pod
 NOW = (T0 + timedelta(minutes=10)).timestamp()
 WINDOW = 300.0
 
-UI_A = pod("ui-1", "ui", "client-ui", "node-b", "us-east-1b", "10.2.1.11")
-UI_B = pod("ui-2", "ui", "client-ui", "node-b", "us-east-1b", "10.2.1.12")
+UI_A = pod("ui-1", "ui", "client-ui", "node-b1", "us-east-1b", "10.2.1.11")
+UI_B = pod("ui-2", "ui", "client-ui", "node-b2", "us-east-1b", "10.2.2.11")
 RT_A = pod("rt-1", "sdruntime", "sdruntime", "node-a1", "us-east-1a", "10.1.1.11", service="sdruntime-service")
 RT_B = pod("rt-2", "sdruntime", "sdruntime", "node-a2", "us-east-1a", "10.1.2.11", service="sdruntime-service")
-RT_LOCAL = pod("rt-3", "sdruntime", "sdruntime", "node-b", "us-east-1b", "10.2.1.20", service="sdruntime-service")
+RT_LOCAL = pod("rt-3", "sdruntime", "sdruntime", "node-b1", "us-east-1b", "10.2.1.20", service="sdruntime-service")
 S3 = cloud("S3", "10.9.0.10")
+SQS = cloud("SQS", "10.9.0.11")
+NODES = [("node-a1", "us-east-1a", "g5.2xlarge", "10.1.0.11"), ("node-a2", "us-east-1a", "g5.2xlarge", "10.1.0.12"),
+         ("node-b1", "us-east-1b", "m5.xlarge", "10.2.0.11"), ("node-b2", "us-east-1b", "m5.xlarge", "10.2.0.12")]
 
 
 def inventory(topology_aware: bool = False) -> Inventory:
     inv = Inventory()
-    nodes = [("node-a1", "us-east-1a", "g5.2xlarge", "10.1.0.11"), ("node-a2", "us-east-1a", "g5.2xlarge", "10.1.0.12"),
-             ("node-b", "us-east-1b", "m5.xlarge", "10.2.0.11")]
     objects = [{"kind": "Node", "metadata": {"name": n, "labels": {"topology.kubernetes.io/zone": z,
                                                                   "node.kubernetes.io/instance-type": t}},
-                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}} for n, z, t, ip in nodes]
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}} for n, z, t, ip in NODES]
     annotations = {"service.kubernetes.io/topology-mode": "Auto"} if topology_aware else {}
     objects.append({"kind": "Service", "metadata": {"name": "sdruntime-service", "namespace": "sdruntime",
                                                     "annotations": annotations}, "spec": {"clusterIP": "10.96.0.10"}})
@@ -58,34 +64,173 @@ def node_row(node: str, bw_in: int, minutes_before: float = 2) -> dict:
             "linklocal_allowance_exceeded": 0, "rx_bytes": 0, "tx_bytes": 0, "tcp_retransmitted_segments": 0}
 
 
-def healthy_traffic(minutes_before: float = 2) -> list[dict]:
-    """client-ui → sdruntime within zone b, clean."""
-    return [flow(at(minutes_before), UI_A, RT_LOCAL, 8080, sent_bytes=5000, received_bytes=500_000,
-                 connection_attempts=5, connections_established=5)]
+def traffic(client: dict, server: dict, port: int, *, lost: int = 0, rto: int = 0, minutes_before: float = 2,
+            category: str = "INTRA_AZ", **counters: int) -> dict:
+    """One interval of client → server: 1,000 segments each way, ``lost`` of them retransmitted."""
+    base = dict(sent_bytes=100_000, received_bytes=1_000_000, sent_segments=1000, received_segments=1000,
+                connection_attempts=2, connections_established=2, rtt_sum_us=2000, rtt_samples=2)
+    return flow(at(minutes_before), client, server, port, category=category,
+                **{**base, "retransmitted_segments": lost, "rto": rto, **counters})
 
 
-def kinds(store, inv=None, events=None) -> list[str]:
-    result = diagnose(store, inv or inventory(), events or EventLog(), WINDOW, now=NOW, bandwidth_scale=100)
+def clean_cluster(minutes_before: float = 2) -> list[dict]:
+    """Every pair talks, cleanly: the comparison every suspect is measured against."""
+    return [traffic(UI_A, RT_LOCAL, 8080, minutes_before=minutes_before),
+            traffic(UI_B, RT_LOCAL, 8080, minutes_before=minutes_before),
+            traffic(UI_A, RT_A, 8080, category="INTER_AZ", minutes_before=minutes_before),
+            traffic(UI_B, RT_B, 8080, category="INTER_AZ", minutes_before=minutes_before),
+            traffic(RT_A, S3, 443, category="AMAZON_S3", minutes_before=minutes_before),
+            traffic(RT_B, S3, 443, category="AMAZON_S3", minutes_before=minutes_before),
+            traffic(RT_A, SQS, 443, category="AMAZON_SQS", minutes_before=minutes_before),
+            traffic(RT_B, SQS, 443, category="AMAZON_SQS", minutes_before=minutes_before)]
+
+
+def replace(rows: list[dict], *changed: dict) -> list[dict]:
+    """The rows with those of the same (client, server, port) swapped for ``changed``."""
+    def key(row: dict) -> tuple:
+        return row["local_ip"], row["remote_ip"], row["server_port"]
+    swapped = {key(row): row for row in changed}
+    return [swapped.get(key(row), row) for row in rows] + [r for r in changed if key(r) not in {key(x) for x in rows}]
+
+
+def run(rows: list[dict], nodes: list[dict] | None = None, events: EventLog | None = None,
+        window: float = WINDOW):
+    return diagnose(store_with(rows, nodes), inventory(), events or EventLog(), window, now=NOW,
+                    bandwidth_scale=100)
+
+
+def kinds(result) -> list[str]:
     return sorted(f.kind for f in result.findings)
 
 
 def test_no_fault_no_finding_and_health_zero():
-    store = store_with(healthy_traffic())
-    result = diagnose(store, inventory(), EventLog(), WINDOW, now=NOW)
-    assert result.findings == () and result.health == 0
+    result = run(clean_cluster())
+    assert kinds(result) == ["cross_zone_traffic"] and result.health == 0
+
+
+def test_a_few_stray_retransmissions_are_not_a_fault():
+    result = run(replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=4, category="INTER_AZ"),
+                         traffic(RT_B, S3, 443, lost=3, rto=1, category="AMAZON_S3")))
+    assert kinds(result) == ["cross_zone_traffic"] and result.health == 0
+
+
+def test_loss_on_one_node_is_that_node_not_the_network():
+    """Every flow of node a1 loses 5%, to every peer; the other nodes are clean."""
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=50, category="INTER_AZ"),
+                   traffic(RT_A, S3, 443, lost=50, category="AMAZON_S3"),
+                   traffic(RT_A, SQS, 443, lost=50, category="AMAZON_SQS"))
+    result = run(rows)
+    assert result.health == 0
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("node_degradation", "node node-a1")], \
+        "one finding for one cause"
+    assert set(found[0].where["paths"]) == {"us-east-1a ↔ us-east-1b", "us-east-1a → S3 (us-east-1)",
+                                            "us-east-1a → SQS (us-east-1)"}
+    assert found[0].evidence["loss_rate"] == pytest.approx(150 / 6000)
+
+
+def test_a_node_whose_only_peer_is_one_pod_is_still_the_node():
+    """ui pods on b1 and b2 both call rt-1 on node a1, which loses; rt-1's other traffic is clean."""
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"),
+                   traffic(UI_B, RT_A, 8080, lost=60, category="INTER_AZ"),
+                   traffic(RT_A, S3, 443, lost=60, category="AMAZON_S3"))
+    found = [f for f in run(rows).findings if f.kind.endswith("degradation")]
+    assert [f.evidence["suspect"] for f in found] == ["node node-a1"]
+
+
+def test_a_slow_remote_is_the_remote():
+    rows = replace(clean_cluster(), traffic(RT_A, S3, 443, lost=80, category="AMAZON_S3"),
+                   traffic(RT_B, S3, 443, lost=90, category="AMAZON_S3"))
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("remote_degradation", "remote S3 (us-east-1)")]
+    assert result.health == 0
+
+
+def test_loss_between_zones_on_independent_nodes_is_the_network():
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"),
+                   traffic(UI_B, RT_B, 8080, lost=70, category="INTER_AZ"))
+    result = run(rows)
+    assert result.health == 1
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.severity) for f in found] == [("network_degradation", "critical")]
+    assert found[0].where["paths"] == ["us-east-1a ↔ us-east-1b"]
+    assert found[0].title.startswith("The network (us-east-1a ↔ us-east-1b) degrades traffic of 2 workloads on 4 nodes")
+    assert next(p for p in result.paths if p.health).path == "us-east-1a ↔ us-east-1b"
+    # The same losses on a node that exceeded its allowance are that node's own doing.
+    explained = run(rows, [node_row("node-a1", 50), node_row("node-a2", 40)])
+    assert explained.health == 0 and "network_degradation" not in kinds(explained)
+
+
+def test_loss_on_one_workload_everywhere_is_the_workload():
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"),
+                   traffic(UI_B, RT_B, 8080, lost=60, category="INTER_AZ"),
+                   traffic(UI_A, RT_LOCAL, 8080, lost=60), traffic(UI_B, RT_LOCAL, 8080, lost=60))
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("workload_degradation", "workload ui/client-ui")]
+    assert result.health == 0
+
+
+def test_timeouts_are_blocked_connections_and_their_losses_are_the_block():
+    blocked = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=40, rto=6, category="INTER_AZ",
+                                               connection_attempts=5, connections_established=1,
+                                               connections_failed=4, connections_timed_out=4))
+    result = run(blocked)
+    assert kinds(result) == ["blocked_connections", "cross_zone_traffic"], "one finding for the block"
+    finding = next(f for f in result.findings if f.kind == "blocked_connections")
+    assert finding.where["workloads"] == ["ui/client-ui", "sdruntime/sdruntime"]
+    assert (finding.evidence["timed_out"], finding.evidence["attempts"]) == (4, 11), "all attempts of the pair"
+
+
+def test_refusals_at_a_cold_start_are_never_a_block():
+    """38 refused at once, plus a retransmission on the same flow: no endpoints, not a block."""
+    service_only = {**RT_A, "pod": None, "workload": None, "node": None, "zone": None, "ip": "10.96.0.10"}
+    rows = [*clean_cluster(), flow(at(2), UI_A, service_only, 8080, category="UNCLASSIFIED", connection_attempts=40,
+                                   connections_established=2, connections_failed=38, connections_refused=38,
+                                   retransmitted_segments=1, sent_segments=90, received_segments=80)]
+    result = run(rows)
+    assert "no_ready_endpoints" in kinds(result) and "blocked_connections" not in kinds(result)
+    assert next(f for f in result.findings if f.kind == "no_ready_endpoints").evidence["refused"] == 38
+
+
+def test_flowlens_own_traffic_is_never_a_workloads_loss():
+    rows = [*clean_cluster(), traffic(RT_A, {**S3, "cloud_service": None, "region": None, "ip": "10.1.0.1"}, 9102,
+                                      lost=300, rto=5, category="FLOWLENS")]
+    assert kinds(run(rows)) == ["cross_zone_traffic"]
+
+
+def test_a_fault_in_the_last_seconds_of_a_long_window_is_found():
+    """An hour of clean traffic, then ten seconds of node a1 losing everything."""
+    rows = [row for minutes in range(59, 0, -1) for row in clean_cluster(minutes)]
+    t = at(0.15)  # the last ten seconds
+    rows += [flow(t, UI_A, RT_A, 8080, category="INTER_AZ", sent_segments=500, received_segments=500,
+                  retransmitted_segments=40, sent_bytes=1000, received_bytes=1000),
+             flow(t, RT_A, S3, 443, category="AMAZON_S3", sent_segments=500, received_segments=500,
+                  retransmitted_segments=40, sent_bytes=1000, received_bytes=1000)]
+    result = run(rows, window=3600)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [f.evidence["suspect"] for f in found] == ["node node-a1"]
+
+
+def test_loss_rates_are_bounded_by_one():
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=5000, rto=9, category="INTER_AZ",
+                                            sent_segments=100, received_segments=100))
+    result = run(rows)
+    assert all(f.evidence.get("loss_rate", 0) <= 1 for f in result.findings)
+    assert all(p.evidence["loss_rate"] <= 1 for p in result.paths)
 
 
 def test_allowance_exceeded_during_model_load():
-    rows = [*healthy_traffic(), flow(at(2), RT_A, S3, 4566, category="AMAZON_S3", sent_bytes=2000,
-                                     received_bytes=268_435_456, received_out_of_order=4000, connection_attempts=64,
-                                     connections_established=64)]
+    rows = [*clean_cluster(), flow(at(2), RT_A, S3, 4566, category="AMAZON_S3", sent_bytes=2000,
+                                   received_bytes=268_435_456, received_out_of_order=4000, received_segments=185_000,
+                                   sent_segments=3000, connection_attempts=64, connections_established=64)]
     events = EventLog()
     events.add([EventIn(kind="model_load", pod="rt-1", namespace="sdruntime", node="node-a1", start=NOW - 150,
                         end=NOW - 126, bytes=268_435_456)])
-    result = diagnose(store_with(rows, [node_row("node-a1", 1311)]), inventory(), events, WINDOW, now=NOW,
-                      bandwidth_scale=100)
-    assert [f.kind for f in result.findings] == ["bandwidth_allowance_exceeded"]
-    finding = result.findings[0]
+    result = run(rows, [node_row("node-a1", 1311)], events)
+    assert kinds(result) == ["bandwidth_allowance_exceeded", "cross_zone_traffic"]
+    finding = next(f for f in result.findings if f.kind == "bandwidth_allowance_exceeded")
     assert finding.where["nodes"] == ["node-a1"] and finding.where["pods"] == ["rt-1"]
     assert finding.evidence["bw_in_allowance_exceeded"] == 1311
     assert finding.evidence["flows"][0]["received_out_of_order"] == 4000
@@ -95,51 +240,28 @@ def test_allowance_exceeded_during_model_load():
     assert result.health == 0, "the node's own allowance explains the losses"
 
 
-def test_cross_zone_then_topology_aware_routing_confirmed():
-    rows = [flow(at(2), UI_A, RT_A, 8080, category="INTER_AZ", sent_bytes=4000, received_bytes=400_000,
-                 connection_attempts=4, connections_established=4)]
-    assert kinds(store_with(rows)) == ["cross_zone_traffic"]
-    finding = diagnose(store_with(rows), inventory(), EventLog(), WINDOW, now=NOW).findings[0]
-    assert finding.evidence["inter_az_share"] == 1.0 and finding.evidence["inter_az_bytes"] == 404_000
-    assert "topology-aware routing" in finding.recommendation
-    assert kinds(store_with(healthy_traffic()), inventory(topology_aware=True)) == ["topology_aware_routing_effective"]
-
-
-def test_dropped_syns_are_blocked_connections_and_refusals_are_no_endpoints():
-    dropped = [flow(at(2), UI_A, RT_A, 8080, category="INTER_AZ", connection_attempts=3, connections_failed=3,
-                    retransmitted_segments=6, rto=6)]
-    blocked = diagnose(store_with(dropped), inventory(), EventLog(), WINDOW, now=NOW)
-    assert "blocked_connections" in [f.kind for f in blocked.findings]
-    finding = next(f for f in blocked.findings if f.kind == "blocked_connections")
-    assert finding.where["workloads"] == ["ui/client-ui", "sdruntime/sdruntime"]
-    assert finding.evidence["failed"] == 3
-    service_only = {**RT_A, "pod": None, "workload": None, "node": None, "zone": None, "ip": "10.96.0.10"}
-    refused = [*healthy_traffic(), flow(at(2), UI_A, service_only, 8080, category="UNCLASSIFIED",
-                                        connection_attempts=4, connections_failed=4)]
-    assert kinds(store_with(refused)) == ["no_ready_endpoints"]
-
-
-def test_loss_across_workloads_and_nodes_is_the_network():
-    lossy = [flow(at(2), UI_A, RT_A, 8080, category="INTER_AZ", sent_bytes=100_000, received_bytes=10_000_000,
-                  retransmitted_segments=150, received_out_of_order=200, connection_attempts=10,
-                  connections_established=10),
-             flow(at(2), UI_B, RT_B, 8080, category="INTER_AZ", sent_bytes=100_000, received_bytes=10_000_000,
-                  retransmitted_segments=120, received_out_of_order=220, connection_attempts=10,
-                  connections_established=10)]
-    result = diagnose(store_with(lossy), inventory(), EventLog(), WINDOW, now=NOW)
-    assert result.health == 1
-    assert "network_degradation" in [f.kind for f in result.findings]
-    path = next(p for p in result.paths if p.health)
-    assert path.path == "us-east-1a ↔ us-east-1b"
-    # The same losses on one node that exceeded its allowance are that node's own doing.
-    explained = diagnose(store_with(lossy, [node_row("node-a1", 50)]), inventory(), EventLog(), WINDOW, now=NOW)
-    assert explained.health == 0
-
-
-def test_loss_confined_to_one_workload_is_not_the_network():
-    lossy = [*healthy_traffic(), flow(at(2), UI_A, RT_A, 8080, category="INTER_AZ", sent_bytes=100_000,
-                                      received_bytes=10_000_000, retransmitted_segments=300, connection_attempts=1,
-                                      connections_established=1)]
-    result = diagnose(store_with(lossy), inventory(), EventLog(), WINDOW, now=NOW)
+@pytest.mark.parametrize(("s3_lost", "other_lost", "rtt_us", "cause"), [
+    (0, 0, 1000, "pod"),  # the network delivered: the loader is slow
+    (3000, 0, 1000, "path"),  # only this pod's S3 flow loses
+    (3000, 3000, 1000, "remote"),  # every client's S3 flow loses
+    (0, 0, 9000, "path"),  # its RTT is nine times the others'
+])
+def test_every_slow_model_load_is_explained(s3_lost: int, other_lost: int, rtt_us: int, cause: str):
+    """256 MiB in 87 s where the node allows 100 Mbit/s (21.5 s): slow; the flows say why."""
+    load = dict(sent_bytes=2000, received_bytes=268_435_456, sent_segments=3000, received_segments=185_000,
+                connection_attempts=16, connections_established=16)
+    rows = replace(clean_cluster(), flow(at(2), RT_A, S3, 443, category="AMAZON_S3", received_out_of_order=s3_lost,
+                                         rtt_sum_us=rtt_us * 10, rtt_samples=10, **load),
+                   flow(at(2), RT_B, S3, 443, category="AMAZON_S3", received_out_of_order=other_lost,
+                        rtt_sum_us=10_000, rtt_samples=10, **load))
+    events = EventLog()
+    events.add([EventIn(kind="model_load", pod="rt-1", namespace="sdruntime", node="node-a1", start=NOW - 200,
+                        end=NOW - 113, bytes=268_435_456)])
+    result = run(rows, events=events)
+    slow = [f for f in result.findings if f.kind == "slow_model_load"]
+    assert [f.evidence["cause"] for f in slow] == [cause]
+    item = slow[0].evidence["loads"][0]
+    assert (item["pod"], item["seconds"], item["possible_mbit_per_s"]) == ("rt-1", 87.0, 100.0)
+    assert item["achieved_mbit_per_s"] == pytest.approx(24.7, abs=0.1)
+    assert item["seconds_lost"] == pytest.approx(87 - 21.5, abs=0.1)
     assert result.health == 0
-    assert "workload_degradation" in [f.kind for f in result.findings] or result.findings

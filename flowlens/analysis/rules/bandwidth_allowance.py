@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from flowlens.analysis.bandwidth import INSTANCE_GBPS, larger_types
 from flowlens.analysis.context import Context
+from flowlens.analysis.text import count
 from flowlens.model.findings import Finding
 from flowlens.model.queries import NodeSubject
 
@@ -21,14 +22,16 @@ def node_allowance(ctx: Context, node: str) -> tuple[int, int]:
     return bw_in, bw_out
 
 
-def findings(ctx: Context) -> list[Finding]:
-    out = []
+def findings(ctx: Context) -> tuple[list[Finding], set[str]]:
+    """The findings, and the nodes whose allowance explains their flows' losses."""
+    out, nodes = [], set()
     for name, node in sorted(ctx.inventory.nodes.items()):
         bw_in, bw_out = node_allowance(ctx, name)
         if not bw_in and not bw_out:
             continue
+        nodes.add(name)
         out.append(_finding(ctx, name, node.instance_type, node.zone, bw_in, bw_out))
-    return out
+    return out, nodes
 
 
 def _finding(ctx: Context, node: str, instance_type: str, zone: str, bw_in: int, bw_out: int) -> Finding:
@@ -63,7 +66,7 @@ def _finding(ctx: Context, node: str, instance_type: str, zone: str, bw_in: int,
     return Finding(
         kind="bandwidth_allowance_exceeded", severity="critical" if loads else "warning",
         title=f"{node} exceeded its {direction} bandwidth allowance"
-              + (f" while {len(loads)} pod(s) loaded model weights" if loads else ""),
+              + (f" while {count(len(loads), 'pod')} loaded model weights" if loads else ""),
         window=ctx.window,
         where={"nodes": [node], "zones": [zone] if zone else [], "pods": pods,
                "workloads": sorted({f"{r.client.namespace}/{r.client.workload}" for r in top if r.client.workload}),

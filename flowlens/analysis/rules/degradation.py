@@ -1,23 +1,19 @@
-"""The network health indicator and ``network_degradation`` / ``workload_degradation``.
+"""Degraded traffic, located: ``node_degradation``, ``remote_degradation``,
+``workload_degradation``, ``network_degradation``, and the network health indicator.
 
-flowlens defines the indicator openly, per path and per window:
+Detection looks at short buckets of the window (:meth:`Context.buckets`), so a fault shows
+as soon as two report intervals have it, whatever the window; the window only sets what the
+answer covers. In each bucket the degraded flows are located (:mod:`flowlens.analysis.localize`)
+after setting aside what other findings already explain: flows of nodes whose bandwidth
+allowance was exceeded (``bandwidth_allowance_exceeded``) and flows between workloads whose
+connections time out (``blocked_connections``). One finding per cause, over all the buckets
+where it showed, lists the paths and workloads it affects.
 
-- a *path* is a pair of availability zones for flows inside the cluster, or a cloud service
-  (S3, SQS, ... in a region) or the internet for flows leaving it;
-- a path is *degraded* when its loss rate (retransmitted plus out-of-order segments over the
-  segments it carried, estimated from bytes) is at least 1% and three times the previous
-  window's (over at least 200 segments and 5 losses), or when it has retransmission timeouts
-  (5 or more, or any on at least 200 segments), or when more than 10% of its connections
-  failed silently;
-- its health is **1** when the degradation spans independent ends — flows of at least two
-  workloads (two pods, for a path to a cloud service or the internet) on at least two nodes,
-  with no single pod common to all of them — and the
-  allowance-exceeded counters of the nodes involved stayed at zero (otherwise the nodes' own
-  limits explain it); else **0**;
-- the overall indicator is 1 when any path is 1.
-
-Degradation confined to one workload (or one node) is a ``workload_degradation`` finding: the
-network is not the suspect.
+The network health indicator, per path (a zone pair, or a zone to a cloud service or the
+internet) and per window, is **1** when a ``network_degradation`` finding covers the path: its
+degraded flows span at least two nodes and two pods, and no narrower element (a node, a pod, a
+workload, a remote service) explains them; else **0**. The overall indicator is 1 when any
+path is 1.
 """
 
 from __future__ import annotations
@@ -25,145 +21,119 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flowlens.analysis.context import Context
-from flowlens.analysis.rules.bandwidth_allowance import node_allowance
+from flowlens.analysis.localize import Cause, degraded, localize, lost, network_cause, path_of, segments
+from flowlens.analysis.text import count
 from flowlens.model.findings import Finding, PathHealth
-from flowlens.model.queries import FlowRow, TopBy
+from flowlens.model.queries import FlowRow
 
-MSS = 1448
-LOSS_RATE = 0.01
-# Loss on a trickle (a few segments) says nothing about a path.
-MIN_SEGMENTS = 200
-MIN_LOST = 5
-BASELINE_FACTOR = 3.0
-FAILED_SHARE = 0.1
+KIND = {"node": "node_degradation", "remote": "remote_degradation", "pod": "workload_degradation",
+        "workload": "workload_degradation", "zone": "network_degradation", "path": "network_degradation"}
 
 
 @dataclass
-class PathStats:
-    segments: float = 0.0
+class _Seen:
+    """One cause over the buckets it showed in."""
+
+    cause: Cause
+    buckets: list[tuple[float, float]] = field(default_factory=list)
     lost: int = 0
+    segments: int = 0
     rto: int = 0
-    attempts: int = 0
-    failed: int = 0
-    workloads: set[str] = field(default_factory=set)
+    flows: dict[tuple, FlowRow] = field(default_factory=dict)
     nodes: set[str] = field(default_factory=set)
-    degraded_flows: list[set[str]] = field(default_factory=list)  # the cluster ends (pods or IPs) of each
     pods: set[str] = field(default_factory=set)
 
-    @property
-    def common_end(self) -> str | None:
-        """An end every degraded flow shares: then one pod, not the network, is the suspect."""
-        if not self.degraded_flows:
-            return None
-        shared = set.intersection(*self.degraded_flows)
-        return min(shared) if shared else None
-
-    @property
-    def loss_rate(self) -> float:
-        return self.lost / self.segments if self.segments else 0.0
-
-
-def path_of(row: FlowRow) -> str | None:
-    """A zone pair inside the cluster; outside it, the service (all zones reach it alike)."""
-    zone = row.client.zone
-    if not zone:
-        return None
-    if row.server.cloud_service:
-        return f"→ {row.server.cloud_service} ({row.server.region or 'unknown region'})"
-    if row.server.service and not row.server.zone:
-        return None  # a ClusterIP nobody answered behind: a Service matter, not a path
-    if row.server.zone:
-        return " ↔ ".join(sorted({zone, row.server.zone})) if row.server.zone != zone else f"{zone} (intra-zone)"
-    return "→ internet"
+    def add(self, cause: Cause, bucket: tuple[float, float]) -> None:
+        if cause.strength > self.cause.strength:
+            self.cause = cause
+        self.buckets.append(bucket)
+        for row in cause.flows:
+            self.lost += lost(row)
+            self.segments += segments(row)
+            self.rto += row.rto
+            self.flows[(row.client.ip, row.server.ip, row.server_port)] = row
+        self.nodes |= cause.nodes
+        self.pods |= cause.pods
 
 
-def gather(rows: list[FlowRow]) -> dict[str, PathStats]:
-    paths: dict[str, PathStats] = {}
-    for row in rows:
-        path = path_of(row)
-        if path is None:
-            continue
-        stats = paths.setdefault(path, PathStats())
-        stats.segments += row.total_bytes / MSS + 2 * row.connection_attempts
-        stats.lost += row.retransmitted_segments + row.received_out_of_order
-        stats.rto += row.rto
-        stats.attempts += row.connection_attempts
-        # A refused connection is an answer from the far end; only silent failures are the path's.
-        silent_failures = row.connections_failed if (row.rto or row.retransmitted_segments) else 0
-        stats.failed += silent_failures
-        if row.retransmitted_segments or row.received_out_of_order or row.rto or silent_failures:
-            # A cloud service or internet host is by nature the shared end of its path: only
-            # cluster ends can make the degradation one pod's own.
-            cluster_ends = [end for end in (row.client, row.server) if end.zone]
-            stats.degraded_flows.append({end.pod or end.ip for end in cluster_ends})
-            stats.pods.update(end.pod for end in cluster_ends if end.pod)
-            for end in (row.client, row.server):
-                if end.workload:
-                    stats.workloads.add(f"{end.namespace}/{end.workload}")
-                if end.node:
-                    stats.nodes.add(end.node)
-    return paths
+def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, str]]) -> tuple[list[PathHealth],
+                                                                                               list[Finding]]:
+    """Findings of located degradation, and the health of every path seen in the window."""
+    seen: dict[tuple[str, str], _Seen] = {}
+    for bucket in ctx.buckets():
+        rows = [row for row in ctx.rows_between(*bucket) if not _explained(row, explained_nodes, blocked)]
+        causes = localize(rows)
+        leftover = network_cause(rows, causes)
+        for cause in [*causes, *([leftover] if leftover else [])]:
+            key = (KIND[cause.element.kind], cause.element.name)
+            seen.setdefault(key, _Seen(cause)).add(cause, bucket)
+    findings = [_finding(ctx, kind, item) for (kind, _), item in sorted(seen.items())]
+    broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
+              for p in f.where["paths"]}
+    paths = {p for row in ctx.all_rows if (p := path_of(row))}
+    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p)) for p in sorted(paths)]
+    return health, findings
 
 
-def evaluate(ctx: Context) -> tuple[list[PathHealth], list[Finding]]:
-    current = gather(ctx.all_rows)
-    span = ctx.end - ctx.start
-    before = Context(ctx.store, ctx.inventory, ctx.events, ctx.start - span, ctx.start, ctx.bandwidth_scale)
-    baseline = gather(before.store.flow_table(before.filter(), None, TopBy.BYTES, 3000))
-    health, found = [], []
-    allowance_cache: dict[str, int] = {}
-    for path, stats in sorted(current.items()):
-        base = baseline.get(path)
-        lossy = (stats.segments >= MIN_SEGMENTS and stats.lost >= MIN_LOST and stats.loss_rate >= LOSS_RATE
-                 and stats.loss_rate >= BASELINE_FACTOR * (base.loss_rate if base else 0))
-        failing = stats.attempts and stats.failed / stats.attempts > FAILED_SHARE
-        timeouts = stats.rto >= MIN_LOST or (stats.rto and stats.segments >= MIN_SEGMENTS)
-        degraded = bool(lossy or timeouts or failing)
-        explained = [n for n in sorted(stats.nodes) if _exceeded(ctx, n, allowance_cache)]
-        leaves_cluster = path.startswith("→")
-        spread = len(stats.pods) >= 2 if leaves_cluster else len(stats.workloads) >= 2
-        independent = spread and len(stats.nodes) >= 2 and stats.common_end is None
-        value = int(degraded and independent and not explained)
-        evidence = {"loss_rate": round(stats.loss_rate, 5), "baseline_loss_rate": round(base.loss_rate, 5) if base
-                    else None, "lost_segments": stats.lost, "segments": round(stats.segments),
-                    "rto": stats.rto, "connection_attempts": stats.attempts, "connections_failed": stats.failed,
-                    "workloads": sorted(stats.workloads), "nodes": sorted(stats.nodes),
-                    "nodes_over_allowance": explained, "degraded": degraded,
-                    "degraded_flows": len(stats.degraded_flows), "common_end": stats.common_end}
-        health.append(PathHealth(path, value, evidence))
-        if value:
-            found.append(_network(ctx, path, evidence))
-        elif degraded and not explained and stats.workloads and stats.common_end is not None:
-            found.append(_workload(ctx, path, evidence))
-    return health, found
+def _explained(row: FlowRow, nodes: set[str], blocked: set[tuple[str, str]]) -> bool:
+    if any(end.node in nodes for end in (row.client, row.server) if end.zone):
+        return True
+    pair = (f"{row.client.namespace}/{row.client.workload}", f"{row.server.namespace}/{row.server.workload}")
+    return pair in blocked
 
 
-def _exceeded(ctx: Context, node: str, cache: dict[str, int]) -> int:
-    if node not in cache:
-        cache[node] = sum(node_allowance(ctx, node)) if node in ctx.inventory.nodes else 0
-    return cache[node]
+def _path_evidence(ctx: Context, path: str) -> dict:
+    rows = [row for row in ctx.all_rows if path_of(row) == path]
+    carried, gone = sum(segments(r) for r in rows), sum(lost(r) for r in rows)
+    return {"segments": carried, "lost_segments": gone, "loss_rate": round(min(1.0, gone / carried), 5)
+            if carried else 0.0, "rto": sum(r.rto for r in rows), "flows": len(rows),
+            "degraded_flows": sum(degraded(r) for r in rows)}
 
 
-def _network(ctx: Context, path: str, evidence: dict) -> Finding:
-    return Finding(
-        kind="network_degradation", severity="critical",
-        title=f"The network path {path} is degrading traffic of {len(evidence['workloads'])} workloads on "
-              f"{len(evidence['nodes'])} nodes",
-        window=ctx.window, where={"paths": [path], "workloads": evidence["workloads"], "nodes": evidence["nodes"]},
-        evidence=evidence,
-        impact={"note": "retransmissions and timeouts add latency to every request on this path"},
-        recommendation=("The problem is on the network between these ends, not in one workload or node: check "
-                        "the path's routers, firewalls and links (on AWS, the AWS Health Dashboard for the zones); "
-                        "move latency-sensitive traffic off the path (same-zone routing) until it recovers."),
-    )
-
-
-def _workload(ctx: Context, path: str, evidence: dict) -> Finding:
-    return Finding(
-        kind="workload_degradation", severity="warning",
-        title=f"Losses on {path} all involve {evidence['common_end'] or ', '.join(evidence['workloads'])}",
-        window=ctx.window, where={"paths": [path], "workloads": evidence["workloads"], "nodes": evidence["nodes"]},
-        evidence=evidence, impact={},
-        recommendation=("Only one workload or node is affected: look at that workload (its load, its pods' "
-                        "resources, its node) before the network."),
-    )
+def _finding(ctx: Context, kind: str, seen: _Seen) -> Finding:
+    cause, element = seen.cause, seen.cause.element
+    paths = sorted({p for row in seen.flows.values() if (p := path_of(row))})
+    workloads = sorted({f"{e.namespace}/{e.workload}" for row in seen.flows.values()
+                        for e in (row.client, row.server) if e.workload})
+    independent = len(seen.nodes) >= 2 and len(seen.pods) >= 2
+    evidence = {
+        "suspect": str(element), "strength": cause.strength,
+        "degraded_share": round(cause.share, 3), "rest_degraded_share": round(cause.rest, 3),
+        "coverage": round(cause.coverage, 3), "lost_segments": seen.lost, "segments": seen.segments,
+        "loss_rate": round(min(1.0, seen.lost / seen.segments), 5) if seen.segments else 0.0,
+        "rto": seen.rto, "degraded_flows": len(seen.flows), "nodes": sorted(seen.nodes),
+        "first_seen": min(b[0] for b in seen.buckets), "last_seen": max(b[1] for b in seen.buckets),
+        "independent": independent,
+    }
+    where = {"paths": paths, "workloads": workloads, "nodes": sorted(seen.nodes)}
+    flows = count(len(seen.flows), "degraded flow")
+    loss = f"{evidence['loss_rate']:.1%} of segments lost"
+    if kind == "node_degradation":
+        return Finding(kind, "warning", f"Node {element.name} loses traffic: {flows}, {loss}", ctx.window,
+                       where, evidence, {"paths": paths},
+                       "Only this node's traffic degrades while other nodes' is clean: look at the node (its "
+                       "network interface and uplink, its ENA statistics, its load) and move its pods if it "
+                       "persists; the network between zones is not the suspect.")
+    if kind == "remote_degradation":
+        return Finding(kind, "warning", f"{element.name} is slow or lossy for every client: {flows}, {loss}",
+                       ctx.window, {**where, "remotes": [element.name]}, evidence, {"paths": paths},
+                       "Every client of this service sees it degrade, from every node: the far side (the "
+                       "service, its endpoint, or the way out to it) is the suspect, not the cluster. Check the "
+                       "service's health and throttling (on AWS: the Health Dashboard, S3 request rates); "
+                       "retry with backoff and spread reads.")
+    if kind == "workload_degradation":
+        return Finding(kind, "warning", f"Losses concentrate on {element}: {flows}, {loss}", ctx.window,
+                       where, evidence, {},
+                       "Only this workload's traffic degrades, on every node it runs on: look at the workload "
+                       "(its load, its pods' CPU and memory, its connection handling) before the network.")
+    severity = "critical" if independent else "warning"
+    title = (f"The network ({element.name}) degrades traffic of {count(len(workloads), 'workload')} on "
+             f"{count(len(seen.nodes), 'node')}: {loss}")
+    return Finding(kind, severity, title, ctx.window, where, evidence,
+                   {"note": "retransmissions and timeouts add latency to every request on these paths"},
+                   "The problem is on the network between these ends, not in one workload, node or service: "
+                   "check the path's routers, firewalls and links (on AWS, the Health Dashboard for the zones); "
+                   "move latency-sensitive traffic off the path (same-zone routing) until it recovers."
+                   if independent else
+                   "Degraded flows on this path come from too few ends to tell the network from one node "
+                   "or pod: watch whether other nodes' traffic on the path degrades too.")
