@@ -31,14 +31,16 @@ MIN_RTO = 3
 COVERAGE = 0.8
 # ...this share of its own flows is degraded (a service or the network must fail most of the
 # clients it serves; a node or a pod may well also carry clean flows)...
-SHARE = {"node": 0.5, "pod": 0.5, "remote": 0.8, "workload": 0.8, "zone": 0.8, "path": 0.8}
+SHARE = {"node": 0.5, "pod": 0.5, "remote": 0.8, "workload": 0.8, "zone": 0.8, "path": 0.8, "network": 0.8}
 # ...that share exceeds the rest of the traffic's by this much...
 CONTRAST = 0.3
 # ...and, for what many ends share, the degraded flows come from independent ends: several
 # pods (several nodes too, for the network), or one pod's trouble would pass for theirs.
-MIN_PODS = {"remote": 2, "workload": 2, "zone": 2, "path": 2}
-MIN_NODES = {"zone": 2, "path": 2}
-PRIORITY = ("node", "pod", "remote", "workload", "zone", "path")
+MIN_PODS = {"remote": 2, "workload": 2, "zone": 2, "path": 2, "network": 2}
+MIN_NODES = {"zone": 2, "path": 2, "network": 2}
+PRIORITY = ("node", "pod", "remote", "workload", "zone", "path", "network")
+# Every flow that leaves its zone (to another zone, a cloud service, the internet) crosses this.
+CROSSING = "between zones and out of the cluster"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -48,6 +50,11 @@ class Element:
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+def key(row: FlowRow) -> tuple:
+    """One flow, the same in every bucket of a window."""
+    return (row.client.ip, row.server.ip, row.server_port, row.category)
 
 
 def lost(row: FlowRow) -> int:
@@ -100,6 +107,8 @@ def elements(row: FlowRow) -> frozenset[Element]:
     path = path_of(row)
     if path:
         out.add(Element("path", path))
+        if "(intra-zone)" not in path:
+            out.add(Element("network", CROSSING))
     return frozenset(out)
 
 
@@ -134,12 +143,13 @@ def _weight(row: FlowRow) -> int:
     return max(lost(row), row.rto, 1)
 
 
-def localize(rows: Iterable[FlowRow]) -> list[Cause]:
-    """The causes of the degraded flows among ``rows``, narrowest first; flows no element
-    explains are left out (see :func:`network_cause` for them)."""
+def localize(rows: Iterable[FlowRow], bad_keys: set[tuple] | None = None) -> list[Cause]:
+    """The causes of the degraded flows among ``rows`` (those of ``bad_keys`` when given, else
+    those :func:`degraded` finds), narrowest first; flows no element explains are left out
+    (see :func:`network_cause` for them)."""
     rows = list(rows)
     touched = {id(row): elements(row) for row in rows}
-    bad = [row for row in rows if degraded(row)]
+    bad = [row for row in rows if (key(row) in bad_keys if bad_keys is not None else degraded(row))]
     causes: list[Cause] = []
     remaining = bad
     while remaining:
@@ -182,12 +192,12 @@ def _ends(rows: list[FlowRow]) -> tuple[set[str], set[str]]:
     return nodes, pods
 
 
-def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause]) -> Cause | None:
+def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause], bad_keys: set[tuple]) -> Cause | None:
     """The degraded flows no narrower element explains, when they span independent ends (at
     least two nodes and two pods): the network between them."""
     rows = list(rows)
     covered = {id(row) for cause in explained for row in cause.flows}
-    left = [row for row in rows if degraded(row) and id(row) not in covered]
+    left = [row for row in rows if key(row) in bad_keys and id(row) not in covered]
     nodes, pods = _ends(left)
     if len(nodes) < 2 or len(pods) < 2:
         return None
@@ -195,5 +205,5 @@ def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause]) -> Cause 
     carried = [row for row in rows if path_of(row) in paths]
     share = len(left) / len(carried) if carried else 1.0
     others = [row for row in rows if path_of(row) not in paths]
-    rest = sum(degraded(row) for row in others) / len(others) if others else 0.0
+    rest = sum(key(row) in bad_keys for row in others) / len(others) if others else 0.0
     return Cause(Element("path", ", ".join(sorted(paths))), left, 1.0, share, rest, nodes, pods)

@@ -1,13 +1,13 @@
 """Degraded traffic, located: ``node_degradation``, ``remote_degradation``,
 ``workload_degradation``, ``network_degradation``, and the network health indicator.
 
-Detection looks at short buckets of the window (:meth:`Context.buckets`), so a fault shows
-as soon as two report intervals have it, whatever the window; the window only sets what the
-answer covers. In each bucket the degraded flows are located (:mod:`flowlens.analysis.localize`)
-after setting aside what other findings already explain: flows of nodes whose bandwidth
-allowance was exceeded (``bandwidth_allowance_exceeded``) and flows between workloads whose
-connections time out (``blocked_connections``). One finding per cause, over all the buckets
-where it showed, lists the paths and workloads it affects.
+Detection looks at short buckets of the window (:meth:`Context.buckets`): a flow is degraded
+when it was in any bucket, so a fault shows as soon as two report intervals have it, whatever
+the window; the window only sets what the answer covers. The degraded flows are then located
+(:mod:`flowlens.analysis.localize`) against all the window's traffic, after setting aside what
+other findings already explain: flows of nodes whose bandwidth allowance was exceeded
+(``bandwidth_allowance_exceeded``) and flows between workloads whose connections time out
+(``blocked_connections``). One finding per cause lists the paths and workloads it affects.
 
 The network health indicator, per path (a zone pair, or a zone to a cloud service or the
 internet) and per window, is **1** when a ``network_degradation`` finding covers the path: its
@@ -18,56 +18,31 @@ path is 1.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from flowlens.analysis.context import Context
-from flowlens.analysis.localize import Cause, degraded, localize, lost, network_cause, path_of, segments
+from flowlens.analysis.localize import Cause, degraded, key, localize, lost, network_cause, path_of, segments
 from flowlens.analysis.text import count
 from flowlens.model.findings import Finding, PathHealth
 from flowlens.model.queries import FlowRow
 
 KIND = {"node": "node_degradation", "remote": "remote_degradation", "pod": "workload_degradation",
-        "workload": "workload_degradation", "zone": "network_degradation", "path": "network_degradation"}
-
-
-@dataclass
-class _Seen:
-    """One cause over the buckets it showed in."""
-
-    cause: Cause
-    buckets: list[tuple[float, float]] = field(default_factory=list)
-    lost: int = 0
-    segments: int = 0
-    rto: int = 0
-    flows: dict[tuple, FlowRow] = field(default_factory=dict)
-    nodes: set[str] = field(default_factory=set)
-    pods: set[str] = field(default_factory=set)
-
-    def add(self, cause: Cause, bucket: tuple[float, float]) -> None:
-        if cause.strength > self.cause.strength:
-            self.cause = cause
-        self.buckets.append(bucket)
-        for row in cause.flows:
-            self.lost += lost(row)
-            self.segments += segments(row)
-            self.rto += row.rto
-            self.flows[(row.client.ip, row.server.ip, row.server_port)] = row
-        self.nodes |= cause.nodes
-        self.pods |= cause.pods
+        "workload": "workload_degradation", "zone": "network_degradation", "path": "network_degradation",
+        "network": "network_degradation"}
 
 
 def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, str]]) -> tuple[list[PathHealth],
                                                                                                list[Finding]]:
     """Findings of located degradation, and the health of every path seen in the window."""
-    seen: dict[tuple[str, str], _Seen] = {}
+    bad: set[tuple] = set()
+    when: dict[tuple, list[float]] = {}
     for bucket in ctx.buckets():
-        rows = [row for row in ctx.rows_between(*bucket) if not _explained(row, explained_nodes, blocked)]
-        causes = localize(rows)
-        leftover = network_cause(rows, causes)
-        for cause in [*causes, *([leftover] if leftover else [])]:
-            key = (KIND[cause.element.kind], cause.element.name)
-            seen.setdefault(key, _Seen(cause)).add(cause, bucket)
-    findings = [_finding(ctx, kind, item) for (kind, _), item in sorted(seen.items())]
+        for row in ctx.rows_between(*bucket):
+            if degraded(row):
+                bad.add(key(row))
+                when.setdefault(key(row), []).extend(bucket)
+    rows = [row for row in ctx.all_rows if not _explained(row, explained_nodes, blocked)]
+    causes = localize(rows, bad)
+    leftover = network_cause(rows, causes, bad)
+    findings = [_finding(ctx, cause, when) for cause in [*causes, *([leftover] if leftover else [])]]
     broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
               for p in f.where["paths"]}
     paths = {p for row in ctx.all_rows if (p := path_of(row))}
@@ -78,8 +53,11 @@ def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, st
 def _explained(row: FlowRow, nodes: set[str], blocked: set[tuple[str, str]]) -> bool:
     if any(end.node in nodes for end in (row.client, row.server) if end.zone):
         return True
-    pair = (f"{row.client.namespace}/{row.client.workload}", f"{row.server.namespace}/{row.server.workload}")
-    return pair in blocked
+    client = f"{row.client.namespace}/{row.client.workload}"
+    # A blocked pair is named by the server's workload, or by its Service when the block kept
+    # the connection from ever reaching a backend.
+    return any((client, f"{row.server.namespace}/{name}") in blocked
+               for name in (row.server.workload, row.server.service) if name)
 
 
 def _path_evidence(ctx: Context, path: str) -> dict:
@@ -90,23 +68,23 @@ def _path_evidence(ctx: Context, path: str) -> dict:
             "degraded_flows": sum(degraded(r) for r in rows)}
 
 
-def _finding(ctx: Context, kind: str, seen: _Seen) -> Finding:
-    cause, element = seen.cause, seen.cause.element
-    paths = sorted({p for row in seen.flows.values() if (p := path_of(row))})
-    workloads = sorted({f"{e.namespace}/{e.workload}" for row in seen.flows.values()
-                        for e in (row.client, row.server) if e.workload})
-    independent = len(seen.nodes) >= 2 and len(seen.pods) >= 2
+def _finding(ctx: Context, cause: Cause, when: dict[tuple, list[float]]) -> Finding:
+    element, kind = cause.element, KIND[cause.element.kind]
+    lost_segments, carried = sum(lost(r) for r in cause.flows), sum(segments(r) for r in cause.flows)
+    times = [t for row in cause.flows for t in when.get(key(row), ())]
+    independent = len(cause.nodes) >= 2 and len(cause.pods) >= 2
     evidence = {
         "suspect": str(element), "strength": cause.strength,
         "degraded_share": round(cause.share, 3), "rest_degraded_share": round(cause.rest, 3),
-        "coverage": round(cause.coverage, 3), "lost_segments": seen.lost, "segments": seen.segments,
-        "loss_rate": round(min(1.0, seen.lost / seen.segments), 5) if seen.segments else 0.0,
-        "rto": seen.rto, "degraded_flows": len(seen.flows), "nodes": sorted(seen.nodes),
-        "first_seen": min(b[0] for b in seen.buckets), "last_seen": max(b[1] for b in seen.buckets),
+        "coverage": round(cause.coverage, 3), "lost_segments": lost_segments, "segments": carried,
+        "loss_rate": round(min(1.0, lost_segments / carried), 5) if carried else 0.0,
+        "rto": sum(r.rto for r in cause.flows), "degraded_flows": len(cause.flows), "nodes": sorted(cause.nodes),
+        "first_seen": min(times, default=ctx.start), "last_seen": max(times, default=ctx.end),
         "independent": independent,
     }
-    where = {"paths": paths, "workloads": workloads, "nodes": sorted(seen.nodes)}
-    flows = count(len(seen.flows), "degraded flow")
+    paths, workloads = cause.paths, cause.workloads
+    where = {"paths": paths, "workloads": workloads, "nodes": sorted(cause.nodes)}
+    flows = count(len(cause.flows), "degraded flow")
     loss = f"{evidence['loss_rate']:.1%} of segments lost"
     if kind == "node_degradation":
         return Finding(kind, "warning", f"Node {element.name} loses traffic: {flows}, {loss}", ctx.window,
@@ -128,7 +106,7 @@ def _finding(ctx: Context, kind: str, seen: _Seen) -> Finding:
                        "(its load, its pods' CPU and memory, its connection handling) before the network.")
     severity = "critical" if independent else "warning"
     title = (f"The network ({element.name}) degrades traffic of {count(len(workloads), 'workload')} on "
-             f"{count(len(seen.nodes), 'node')}: {loss}")
+             f"{count(len(cause.nodes), 'node')}: {loss}")
     return Finding(kind, severity, title, ctx.window, where, evidence,
                    {"note": "retransmissions and timeouts add latency to every request on these paths"},
                    "The problem is on the network between these ends, not in one workload, node or service: "
