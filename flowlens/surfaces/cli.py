@@ -27,7 +27,7 @@ from flowlens.agent.runtime import serving
 from flowlens.agent.sampler import Sampler
 from flowlens.model.errors import FlowlensError
 from flowlens.surfaces.files import private_files
-from flowlens.surfaces.flows_table import flows_table
+from flowlens.surfaces.flows_table import flows_table, output_console
 
 app = typer.Typer(
     name="flowlens",
@@ -243,7 +243,7 @@ def probe(
     if as_json:
         sys.stdout.write(json.dumps(summary.to_json(with_requests=True), indent=2) + "\n")
         return
-    console = Console()
+    console = output_console()
     console.print(f"{summary.kind} probe of {url}: {summary.requests} requests, {summary.failures} failed, "
                   f"{summary.duration_s:.2f} s")
     for name, stats in (("TTFT", summary.ttft_s), ("end-to-end", summary.e2e_s), ("inter-token", summary.itl_s)):
@@ -275,7 +275,7 @@ def signals(url: Annotated[str, typer.Argument(help="Prometheus endpoint of an i
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         return
     for key, value in summary.items():
-        Console().print(f"{key:<28} {value if not isinstance(value, float) else f'{value:.4g}'}")
+        output_console().print(f"{key:<28} {value if not isinstance(value, float) else f'{value:.4g}'}")
 
 
 @app.command("metrics-doc")
@@ -290,7 +290,7 @@ def _print_rows(rows: list[dict[str, Any]], as_json: bool, limit: int) -> None:
             sys.stdout.write(json.dumps(row) + "\n")
         sys.stdout.flush()
     else:
-        Console().print(flows_table(rows, limit, "flowlens · top flows of the last interval"))
+        output_console().print(flows_table(rows, limit, "flowlens · top flows of the last interval"))
 
 
 def _flow_source(agent_url: str, local: bool, interval: float) -> Any:

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from flowlens.surfaces.files import private_files
-from flowlens.surfaces.flows_table import human_bytes
+from flowlens.surfaces.flows_table import human_bytes, output_console
 
 ENV = "FLOWLENS_"
 DEFAULT_COLLECTOR = "http://127.0.0.1:9102"
@@ -195,7 +195,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
             return
-        print_diagnosis(Console(), body, since)
+        print_diagnosis(output_console(), body, since)
 
     @app.command()
     def health(collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "10m",
@@ -205,7 +205,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
             return
-        console = Console()
+        console = output_console()
         console.print(f"network health over the last {since}: [bold]{body['health']}[/] "
                       f"({'network-side problem' if body['health'] else 'healthy'})")
         for path in body["paths"]:
@@ -231,7 +231,7 @@ def register(app: typer.Typer) -> None:
                           human_bytes(edge["bytes_to_destination"]), human_bytes(edge["bytes_to_source"]),
                           str(edge["retransmitted_segments"]), str(edge["received_out_of_order"]), str(edge["rto"]),
                           str(edge["connections_failed"]), _ms(edge.get("rtt_mean_us")))
-        Console().print(table)
+        output_console().print(table)
 
     @app.command()
     def top(
@@ -256,7 +256,7 @@ def register(app: typer.Typer) -> None:
                           human_bytes(row["total_bytes"]), str(row["retransmitted_segments"]),
                           str(row["received_out_of_order"]), str(row["rto"]), str(row["connections_failed"]),
                           _ms(row.get("rtt_mean_us")))
-        Console().print(table)
+        output_console().print(table)
 
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}

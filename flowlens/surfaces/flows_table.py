@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -45,3 +46,12 @@ def flows_table(rows: list[dict[str, Any]], limit: int, title: str) -> Table:
     elif len(rows) > limit:
         table.caption = f"{len(rows) - limit} more flows not shown (--limit)"
     return table
+
+
+def output_console() -> Console:
+    """Where tables go: as wide as the terminal, or, into a pipe or a file, as wide as they
+    need (names are never cut to fit 80 columns)."""
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=100_000, soft_wrap=True)
+    return console
