@@ -100,13 +100,32 @@ def fault_block(source: Annotated[str, typer.Option("--from", help="Namespace or
 
 @fault_app.command("loss")
 def fault_loss(percent: Annotated[float, typer.Option(help="Share of packets dropped.")] = 5.0,
-               between: Annotated[str, typer.Option(help="Two zones, comma-separated; default: all traffic "
-                                                    "through the zone router.")] = "") -> None:
-    """Random packet loss on the zone router."""
+               between: Annotated[str, typer.Option(help="Two zones, comma-separated: traffic between them on "
+                                                    "the zone router.")] = "",
+               node: Annotated[str, typer.Option(help="A node's name: its uplink.")] = "",
+               pod: Annotated[str, typer.Option(help="A pod's name: its network interface.")] = "",
+               remote: Annotated[str, typer.Option(help="A regional service (S3, SQS, SNS): its address.")] = "",
+               ) -> None:
+    """Random packet loss: on the zone router (default: all its traffic), between two zones, on a
+    node, on a pod, or at a regional service."""
     zones = tuple(z.strip() for z in between.split(",")) if between else None
     if zones is not None and len(zones) != 2:
         raise typer.BadParameter("--between takes two zones, e.g. us-east-1a,us-east-1b")
-    err.print(f"fault on: {lab.fault_loss(percent, zones)['name']}")  # type: ignore[arg-type]
+    err.print(f"fault on: {lab.fault_loss(percent, zones, node, pod, remote)['name']}")  # type: ignore[arg-type]
+
+
+@fault_app.command("slow")
+def fault_slow(service: Annotated[str, typer.Argument(help="A regional service: S3, SQS or SNS.")],
+               mbit: Annotated[float, typer.Option(help="What it sends at most, in Mbit/s.")] = 5.0) -> None:
+    """A throttled regional service: it sends no faster than --mbit (a short queue drops the rest)."""
+    err.print(f"fault on: {lab.fault_slow(service, mbit)['name']}")
+
+
+@fault_app.command("busy")
+def fault_busy(pod: Annotated[str, typer.Argument(help="A pod's name (`flowlens lab status`).")],
+               cpus: Annotated[int, typer.Option(help="CPUs to keep busy in it.")] = 2) -> None:
+    """A pod whose CPU is kept busy: slow for reasons that are not the network."""
+    err.print(f"fault on: {lab.fault_busy(pod, cpus)['name']}")
 
 
 @fault_app.command("node-type")

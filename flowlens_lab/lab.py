@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from flowlens_lab import aws_side, cluster, network, processes, teardown
+from flowlens_lab import aws_side, cluster, faults, network, processes, teardown
 from flowlens_lab import state as lab_state
-from flowlens_lab.shell import LabError, in_ns
+from flowlens_lab.shell import LabError
 from flowlens_lab.spec import (
     AGENT_PORT,
     API_IP,
@@ -148,13 +148,32 @@ def fault_block(source: str, target: str, port: int) -> dict[str, Any]:
     return _add_fault(fault, cluster.sync)
 
 
-def fault_loss(percent: float, between: tuple[str, str] | None) -> dict[str, Any]:
-    """Random packet loss on the zone router, for traffic between two zones or all forwarded traffic."""
-    if not 0 < percent < 100:
-        raise LabError("loss must be a percentage between 0 and 100")
-    fault = {"name": "loss:" + ("-".join(between) if between else "router"), "kind": "loss", "percent": percent,
-             "between": list(between) if between else None}
-    return _add_fault(fault, sync_loss)
+def fault_loss(percent: float, between: tuple[str, str] | None = None, node: str = "", pod: str = "",
+               remote: str = "") -> dict[str, Any]:
+    """Random packet loss: on the zone router (all forwarded traffic, or between two zones), on one
+    node's uplink, on one pod's veth, or at one regional service."""
+    chosen = [(loc, t) for loc, t in (("between", between), ("node", node), ("pod", pod), ("remote", remote)) if t]
+    if len(chosen) > 1:
+        raise LabError("loss goes in one place: between two zones, on a node, on a pod, or at a service")
+    location, target = chosen[0] if chosen else ("router", None)
+    state = lab_state.read()
+    if location == "node" and node not in state["nodes"]:
+        raise LabError(f"no node {node!r}: `flowlens lab status` lists them")
+    if location == "pod" and pod not in state["pods"]:
+        raise LabError(f"no pod {pod!r}: `flowlens lab status` lists them")
+    return _add_fault(faults.loss_fault(percent, location, target), sync_faults)
+
+
+def fault_slow(service: str, mbit: float) -> dict[str, Any]:
+    """A regional service (S3, SQS, SNS) that sends at most ``mbit``: a throttled far side."""
+    return _add_fault(faults.slow_fault(service, mbit), sync_faults)
+
+
+def fault_busy(pod: str, cpus: int = 2) -> dict[str, Any]:
+    """A pod whose CPU is kept busy: slow, with a clean network."""
+    if pod not in lab_state.read()["pods"]:
+        raise LabError(f"no pod {pod!r}: `flowlens lab status` lists them")
+    return _add_fault(faults.busy_fault(pod, cpus), sync_faults)
 
 
 def _add_fault(fault: dict[str, Any], apply: Callable[[], None]) -> dict[str, Any]:
@@ -171,28 +190,13 @@ def clear_faults(name: str | None = None) -> list[str]:
         for n in names:
             del state["faults"][n]
     cluster.sync()
-    sync_loss()
+    sync_faults()
     return names
 
 
-def sync_loss() -> None:
-    """The zone router's FLL-LOSS chain, from the loss faults in the state."""
-    state = lab_state.read()
-    spec = cluster.spec_of(state)
-    rules = ["*filter", ":FLL-LOSS - [0:0]"]
-    for fault in state["faults"].values():
-        if fault["kind"] != "loss":
-            continue
-        match = f"-m statistic --mode random --probability {fault['percent'] / 100:.6f} -j DROP"
-        if fault["between"]:
-            a, b = (network.bridge_name(spec.zone(z)) for z in fault["between"])
-            rules += [f"-A FLL-LOSS -i {a} -o {b} {match}", f"-A FLL-LOSS -i {b} -o {a} {match}"]
-        else:
-            rules.append(f"-A FLL-LOSS {match}")
-    in_ns(network.FABRIC, "iptables-restore", "--noflush", input_text="\n".join([*rules, "COMMIT", ""]))
-    hooked = in_ns(network.FABRIC, "iptables", "-S", "FORWARD")
-    if "-j FLL-LOSS" not in hooked:
-        in_ns(network.FABRIC, "iptables", "-I", "FORWARD", "-j", "FLL-LOSS")
+def sync_faults() -> None:
+    """Loss, slow and busy faults as the state has them (see :mod:`flowlens_lab.faults`)."""
+    faults.sync(cluster.spec_of(lab_state.read()))
 
 
 def set_topology_aware(enabled: bool) -> None:
