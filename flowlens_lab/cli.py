@@ -81,6 +81,14 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print as JSON."
 
 
 @app.command()
+def scale(minimum: Annotated[int, typer.Option("--min", help="Fewest runtime replicas.")],
+          maximum: Annotated[int, typer.Option("--max", help="Most runtime replicas.")]) -> None:
+    """The runtime autoscaler's bounds: new pods (on new nodes) load their weights from S3."""
+    lab.scale_runtime(minimum, maximum)
+    err.print(f"runtime replicas between {minimum} and {maximum}")
+
+
+@app.command()
 def load(every: Annotated[str, typer.Option(help="Time between rounds of three tasks.")] = "2s",
          duration: Annotated[str, typer.Option(help="How long to send.")] = "60s") -> None:
     """Send the scenario's test tasks (text-to-image, image-to-image, upscale) to the task API."""
@@ -105,13 +113,14 @@ def fault_loss(percent: Annotated[float, typer.Option(help="Share of packets dro
                node: Annotated[str, typer.Option(help="A node's name: its uplink.")] = "",
                pod: Annotated[str, typer.Option(help="A pod's name: its network interface.")] = "",
                remote: Annotated[str, typer.Option(help="A regional service (S3, SQS, SNS): its address.")] = "",
+               zone: Annotated[str, typer.Option(help="A zone: all its traffic through the zone router.")] = "",
                ) -> None:
-    """Random packet loss: on the zone router (default: all its traffic), between two zones, on a
-    node, on a pod, or at a regional service."""
+    """Random packet loss: on the zone router (default: all its traffic), in one zone, between two
+    zones, on a node, on a pod, or at a regional service."""
     zones = tuple(z.strip() for z in between.split(",")) if between else None
     if zones is not None and len(zones) != 2:
         raise typer.BadParameter("--between takes two zones, e.g. us-east-1a,us-east-1b")
-    err.print(f"fault on: {lab.fault_loss(percent, zones, node, pod, remote)['name']}")  # type: ignore[arg-type]
+    err.print(f"fault on: {lab.fault_loss(percent, zones, node, pod, remote, zone)['name']}")  # type: ignore[arg-type]
 
 
 @fault_app.command("slow")

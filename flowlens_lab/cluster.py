@@ -131,6 +131,9 @@ def add_pod(namespace: str, workload: str, node_name: str, containers: list[dict
 
 
 def remove_pod(name: str) -> None:
+    """A terminating pod leaves its Services' endpoints first, then stops, as in Kubernetes:
+    clients are never sent to an address that no longer answers."""
+    set_ready(name, False)
     with lab_state.locked() as state:
         pod = state["pods"].pop(name)
         names = {p["name"] for p in state["processes"] if p["name"].startswith(name + ".")}

@@ -150,9 +150,6 @@ def run() -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
     state = lab_state.read()
     spec = state["spec"]
-    policy = ScalePolicy(target=spec["target_per_replica"], min_replicas=spec["runtime_min"],
-                         max_replicas=spec["runtime_max"], cooldown=spec["cooldown_s"],
-                         stabilization=spec["cooldown_s"], polling_interval=spec["polling_s"])
     scaler = ScalerState(len(runtime_pods(state)))
     queue_url = state["aws"]["runtimes"][lab.RUNTIME[1]]["url"]
     while not stop["now"]:
@@ -160,6 +157,10 @@ def run() -> None:
         try:
             depth = aws_side.queue_depth(spec["region"], queue_url)
             state = lab_state.read()
+            spec = state["spec"]  # its replica bounds may have changed (`lab scale`)
+            policy = ScalePolicy(target=spec["target_per_replica"], min_replicas=spec["runtime_min"],
+                                 max_replicas=spec["runtime_max"], cooldown=spec["cooldown_s"],
+                                 stabilization=spec["cooldown_s"], polling_interval=spec["polling_s"])
             current = len(runtime_pods(state))
             scaler = decide(scaler, depth, time.monotonic(), policy)
             desired = scaler.replicas

@@ -1,5 +1,5 @@
-"""Faults the lab can put anywhere: loss on a pod, a node, between two zones, on the zone
-router, or at a regional service; a regional service slowed down; a pod's CPU kept busy.
+"""Faults the lab can put anywhere: loss on a pod, a node, a zone, between two zones, on the
+zone router, or at a regional service; a regional service slowed down; a pod's CPU kept busy.
 
 Each fault is recorded in the lab's state before it is applied, so ``lab fault clear`` and
 ``lab down`` always find it; :func:`sync` makes the kernel match the state (it is idempotent):
@@ -23,12 +23,12 @@ from flowlens_lab import state as lab_state
 from flowlens_lab.shell import LabError, in_ns
 from flowlens_lab.spec import SERVICE_IPS, LabSpec
 
-LOCATIONS = ("router", "between", "node", "pod", "remote")
+LOCATIONS = ("router", "zone", "between", "node", "pod", "remote")
 BUSY_COMMAND = "import time\nwhile True:\n    pass\n"
 
 
 def loss_fault(percent: float, location: str, target: Any = None) -> dict[str, Any]:
-    """A loss fault's record: ``target`` is two zones (between), a node, a pod or a service name."""
+    """A loss fault's record: ``target`` is a zone, two zones (between), a node, a pod or a service name."""
     if not 0 < percent < 100:
         raise LabError("loss must be a percentage between 0 and 100")
     if location not in LOCATIONS:
@@ -77,6 +77,9 @@ def _sync_loss(spec: LabSpec, state: dict[str, Any], faults: list[dict[str, Any]
             "between" if fault.get("between") else "router")
         if location == "router":
             rules[network.FABRIC].append(f"-A FLL-LOSS {drop}")
+        elif location == "zone":  # all the zone's traffic through the router, in and out
+            bridge = network.bridge_name(spec.zone(fault["target"]))
+            rules[network.FABRIC] += [f"-A FLL-LOSS -i {bridge} {drop}", f"-A FLL-LOSS -o {bridge} {drop}"]
         elif location == "between":
             a, b = (network.bridge_name(spec.zone(z)) for z in fault["between"])
             rules[network.FABRIC] += [f"-A FLL-LOSS -i {a} -o {b} {drop}", f"-A FLL-LOSS -i {b} -o {a} {drop}"]

@@ -149,18 +149,23 @@ def fault_block(source: str, target: str, port: int) -> dict[str, Any]:
 
 
 def fault_loss(percent: float, between: tuple[str, str] | None = None, node: str = "", pod: str = "",
-               remote: str = "") -> dict[str, Any]:
-    """Random packet loss: on the zone router (all forwarded traffic, or between two zones), on one
-    node's uplink, on one pod's veth, or at one regional service."""
-    chosen = [(loc, t) for loc, t in (("between", between), ("node", node), ("pod", pod), ("remote", remote)) if t]
+               remote: str = "", zone: str = "") -> dict[str, Any]:
+    """Random packet loss: on the zone router (all forwarded traffic, between two zones, or all of
+    one zone's), on one node's uplink, on one pod's veth, or at one regional service."""
+    chosen = [(loc, t) for loc, t in (("between", between), ("node", node), ("pod", pod), ("remote", remote),
+                                      ("zone", zone)) if t]
     if len(chosen) > 1:
-        raise LabError("loss goes in one place: between two zones, on a node, on a pod, or at a service")
+        raise LabError("loss goes in one place: a zone, between two zones, on a node, on a pod, or at a service")
     location, target = chosen[0] if chosen else ("router", None)
     state = lab_state.read()
     if location == "node" and node not in state["nodes"]:
         raise LabError(f"no node {node!r}: `flowlens lab status` lists them")
     if location == "pod" and pod not in state["pods"]:
         raise LabError(f"no pod {pod!r}: `flowlens lab status` lists them")
+    zones = [z.name for z in cluster.spec_of(state).zones]
+    for name in {"zone": [zone], "between": list(between or ())}.get(location, []):
+        if name not in zones:
+            raise LabError(f"no zone {name!r}: the lab's zones are {', '.join(zones)}")
     return _add_fault(faults.loss_fault(percent, location, target), sync_faults)
 
 
@@ -209,6 +214,15 @@ def set_topology_aware(enabled: bool) -> None:
 def set_node_type(instance_type: str, pool: str = RUNTIME[1]) -> list[str]:
     _require_up()
     return cluster.set_node_type(pool, instance_type)
+
+
+def scale_runtime(minimum: int, maximum: int) -> None:
+    """The runtime autoscaler's bounds (minReplicas, maxReplicas), applied at its next round."""
+    _require_up()
+    if not 0 <= minimum <= maximum <= 16:
+        raise LabError("replicas: 0 <= min <= max <= 16")
+    with lab_state.locked() as state:
+        state["spec"]["runtime_min"], state["spec"]["runtime_max"] = minimum, maximum
 
 
 def restart_runtime() -> int:

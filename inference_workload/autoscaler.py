@@ -73,8 +73,10 @@ def decide(state: ScalerState, queue_length: int, now: float, policy: ScalePolic
         return ScalerState(policy.min_replicas, last_active, ())
     raw = recommend(queue_length, policy) if active else max(policy.min_replicas, 1)
     history = (*((t, r) for t, r in state.history if now - t < policy.stabilization), (now, raw))
-    # Up at once; down only to the highest recommendation still inside the window.
+    # Up at once; down only to the highest recommendation still inside the window; never out of
+    # the bounds, even when they just changed (as the HPA applies a new maxReplicas at once).
     replicas = raw if raw >= state.replicas else min(state.replicas, max(r for _, r in history))
+    replicas = max(policy.min_replicas, min(policy.max_replicas, replicas))
     return ScalerState(replicas, last_active, history)
 
 

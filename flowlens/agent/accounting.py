@@ -340,8 +340,10 @@ class NamespaceAccountant:
             c.connections_established += 1
         elif final and track.client and not track.established:
             c.connections_failed += 1
-            # The far end's reset is the only segment a refused SYN gets; a dropped one gets none.
-            if sock.segs_in:
+            # Refused: answered, by a reset (the one segment a refused SYN gets) or an ICMP error
+            # (a REJECT rule, an unreachable host: the kernel ends the attempt before its SYN is
+            # ever sent again). Timed out: never answered while its SYN was sent again.
+            if sock.segs_in or not (sock.total_retrans or sock.total_rto):
                 c.connections_refused += 1
             else:
                 c.connections_timed_out += 1

@@ -100,9 +100,13 @@ def test_200_short_connections_between_two_polls_are_each_counted(ns_pair: NsPai
 def test_refused_and_blackholed_connections_are_failed(ns_pair: NsPair, sampler: Sampler):
     a, b = ns_pair.a, ns_pair.b
     ns_exec(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5999", "-j", "DROP")
+    # What kube-proxy writes for a Service without endpoints: an ICMP error, no reset.
+    ns_exec(b, "iptables", "-A", "INPUT", "-p", "tcp", "--dport", "5997", "-j", "REJECT", "--reject-with",
+            "icmp-port-unreachable")
     server = Server(b, ns_pair.ip_b, 6000).start()
     try:
         assert connect_result(a, ns_pair.ip_b, 5998, timeout=2) == "refused"
+        assert connect_result(a, ns_pair.ip_b, 5997, timeout=2) == "refused"
         assert connect_result(a, ns_pair.ip_b, 5999, timeout=1.5) == "timeout"
         assert connect_result(a, ns_pair.ip_b, 6000, timeout=2) == "established"
         time.sleep(0.1)
@@ -110,6 +114,7 @@ def test_refused_and_blackholed_connections_are_failed(ns_pair: NsPair, sampler:
     finally:
         server.stop()
     refused = total([result], a, CLIENT, 5998)
+    rejected = total([result], a, CLIENT, 5997)
     dropped = total([result], a, CLIENT, 5999)
     ok = total([result], a, CLIENT, 6000)
     assert (refused.connection_attempts, refused.connections_established, refused.connections_failed) == (1, 0, 1)
@@ -117,6 +122,7 @@ def test_refused_and_blackholed_connections_are_failed(ns_pair: NsPair, sampler:
     assert dropped.retransmitted_segments >= 1, "the SYN was retransmitted before the timeout"
     # Told apart per connection: a reset came back, or nothing did.
     assert (refused.connections_refused, refused.connections_timed_out) == (1, 0)
+    assert (rejected.connection_attempts, rejected.connections_refused, rejected.connections_timed_out) == (1, 1, 0)
     assert (dropped.connections_refused, dropped.connections_timed_out) == (0, 1)
     assert (ok.connections_established, ok.connections_failed) == (1, 0)
     assert refused.sent_bytes == dropped.sent_bytes == 0

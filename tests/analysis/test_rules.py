@@ -17,7 +17,7 @@ from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventIn, EventLog
 from flowlens.model.records import FLOW_SCHEMA, NODE_SCHEMA
-from tests.collector.rows import T0, cloud, flow, pod
+from tests.collector.rows import T0, cloud, external, flow, pod
 
 NOW = (T0 + timedelta(minutes=10)).timestamp()
 WINDOW = 300.0
@@ -138,6 +138,95 @@ def test_a_node_whose_only_peer_is_one_pod_is_still_the_node():
     assert [f.evidence["suspect"] for f in found] == ["node node-a1"]
 
 
+def test_a_node_with_many_small_clean_flows_is_still_the_node():
+    """Node b1 loses on every flow big enough to show it (to the runtime pod beside it, in its
+    own zone); its dozens of small flows (health checks, DNS) carry too few segments to say
+    anything and must not make the zone's own network look worse than the node."""
+    small = [traffic(UI_A, pod(f"probe-{i}", "ops", "probe", "node-b1", "us-east-1b", f"10.2.1.{100 + i}"), 9000,
+                     sent_segments=4, received_segments=4) for i in range(30)]
+    rows = replace(clean_cluster(), traffic(UI_A, RT_LOCAL, 8080, lost=60), traffic(UI_B, RT_LOCAL, 8080, lost=50),
+                   traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"), *small)
+    found = [f for f in run(rows).findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("node_degradation", "node node-b1")]
+
+
+def test_a_router_dropping_everything_through_it_is_one_network_finding():
+    """Every flow between nodes loses (intra-zone ones too: they cross the router); only the flow
+    inside node b1 is clean. Each node alone looks as bad as the network, but one cause, the
+    network, explains all of them."""
+    rows = [traffic(UI_A, RT_LOCAL, 8080), traffic(UI_B, RT_LOCAL, 8080, lost=40),
+            traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"),
+            traffic(UI_B, RT_B, 8080, lost=50, category="INTER_AZ"),
+            traffic(RT_A, S3, 443, lost=90, category="AMAZON_S3"),
+            traffic(RT_B, S3, 443, lost=70, category="AMAZON_S3"),
+            traffic(RT_A, SQS, 443, lost=30, category="AMAZON_SQS"),
+            traffic(RT_B, SQS, 443, lost=20, category="AMAZON_SQS")]
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.severity) for f in found] == [("network_degradation", "critical")]
+    assert found[0].evidence["degraded_flows"] == 7 and result.health == 1
+
+
+def test_a_router_under_the_only_busy_workload_is_still_the_network():
+    """Only sdruntime talks across the router (the UI calls it, it calls S3 and SQS) and every
+    one of those flows loses; the requests coming in from outside to the UI lose too. The
+    workload explains its own flows, but nothing clean beside it says the network is fine, and
+    the incoming requests cross the same router: the network."""
+    api = external("10.9.0.50")
+    rows = [traffic(UI_B, RT_LOCAL, 8080, lost=40), traffic(RT_A, S3, 443, lost=90, category="AMAZON_S3"),
+            traffic(RT_LOCAL, S3, 443, lost=70, category="AMAZON_S3"),
+            traffic(RT_A, SQS, 443, lost=30, category="AMAZON_SQS"),
+            traffic(api, UI_B, 8000, lost=30, category="UNCLASSIFIED", seen_by="server"),
+            traffic(api, UI_A, 8000, lost=25, category="UNCLASSIFIED", seen_by="server")]
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.severity) for f in found] == [("network_degradation", "critical")]
+    assert "internet → us-east-1b" in found[0].where["paths"] and result.health == 1
+    # Without the incoming requests there is nothing to compare the workload with: still the network.
+    found = [f for f in run(rows[:4]).findings if f.kind.endswith("degradation")]
+    assert [f.kind for f in found] == ["network_degradation"]
+
+
+def test_a_lossy_cluster_of_one_node_is_reported_without_blaming_the_network():
+    """Everything runs on node b1 and loses: nothing to compare it with, so a warning that says
+    so, and health 0."""
+    rows = [traffic(UI_A, S3, 443, lost=60, category="AMAZON_S3"), traffic(RT_LOCAL, S3, 443, lost=50,
+                                                                             category="AMAZON_S3")]
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.severity, f.evidence["independent"]) for f in found] == [("network_degradation", "warning",
+                                                                                  False)]
+    assert result.health == 0
+
+
+def test_loss_on_a_whole_zone_is_that_zone():
+    """Everything in or out of zone b loses, on both its nodes; zone a's own traffic is clean.
+    Node b1 alone carries most of the losses and looks as bad as the zone, but only the zone
+    explains b2's too: one finding, on the zone."""
+    rows = [traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"), traffic(RT_LOCAL, S3, 443, lost=90,
+                                                                             category="AMAZON_S3"),
+            traffic(UI_B, RT_LOCAL, 8080, lost=40), traffic(UI_B, RT_B, 8080, lost=30, category="INTER_AZ"),
+            traffic(RT_A, S3, 443, category="AMAZON_S3"), traffic(RT_B, S3, 443, category="AMAZON_S3"),
+            traffic(RT_A, SQS, 443, category="AMAZON_SQS"), traffic(RT_B, SQS, 443, category="AMAZON_SQS")]
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"], f.severity) for f in found] == [
+        ("network_degradation", "zone us-east-1b", "critical")]
+    assert found[0].evidence["degraded_flows"] == 4 and result.health == 1
+
+
+def test_two_lossy_nodes_at_once_are_two_nodes_not_the_network():
+    """Nodes a1 and b2 both lose on every flow; a2 and b1 talk cleanly on the same paths."""
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=50, category="INTER_AZ"),
+                   traffic(RT_A, S3, 443, lost=50, category="AMAZON_S3"),
+                   traffic(RT_A, SQS, 443, lost=50, category="AMAZON_SQS"),
+                   traffic(UI_B, RT_LOCAL, 8080, lost=40), traffic(UI_B, RT_B, 8080, lost=40, category="INTER_AZ"))
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert sorted(f.evidence["suspect"] for f in found) == ["node node-a1", "node node-b2"]
+    assert result.health == 0
+
+
 def test_a_slow_remote_is_the_remote():
     rows = replace(clean_cluster(), traffic(RT_A, S3, 443, lost=80, category="AMAZON_S3"),
                    traffic(RT_B, S3, 443, lost=90, category="AMAZON_S3"))
@@ -145,6 +234,33 @@ def test_a_slow_remote_is_the_remote():
     found = [f for f in result.findings if f.kind.endswith("degradation")]
     assert [(f.kind, f.evidence["suspect"]) for f in found] == [("remote_degradation", "remote S3 (us-east-1)")]
     assert result.health == 0
+
+
+def test_a_throttled_remote_is_found_by_its_rtt_against_the_hour_before():
+    """S3 answers both runtime pods 60 ms late, where it answered in 0.2 ms the hour before;
+    nothing is lost. The other services and the cluster are as fast as ever."""
+    before = [replace(clean_cluster(minutes_before=m), *(
+        traffic(rt, S3, 443, category="AMAZON_S3", minutes_before=m, rtt_sum_us=400, rtt_samples=2)
+        for rt in (RT_A, RT_B))) for m in (40, 20)]
+    now = [traffic(rt, S3, 443, category="AMAZON_S3", rtt_sum_us=120_000, rtt_samples=2) for rt in (RT_A, RT_B)]
+    rows = [*before[0], *before[1], *replace(clean_cluster(), *now)]
+    result = run(rows)
+    found = [f for f in result.findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("remote_degradation", "remote S3 (us-east-1)")]
+    assert (found[0].evidence["rtt_ms"], found[0].evidence["usual_rtt_ms"], found[0].evidence["slow_flows"]) == \
+        (60.0, 0.2, 2)
+    assert "RTT 60 ms against 0.2 ms usually" in found[0].title and result.health == 0
+
+
+def test_a_busy_server_within_delayed_ack_time_is_not_a_slow_path():
+    """The runtime answers 30 ms later than it used to (a busy pod: requests' ACKs ride on the
+    late answers): not the network's doing, so no finding."""
+    before = replace(clean_cluster(minutes_before=30), *(
+        traffic(ui, rt, 8080, category=c, minutes_before=30, rtt_sum_us=400, rtt_samples=2)
+        for ui, rt, c in ((UI_A, RT_LOCAL, "INTRA_AZ"), (UI_B, RT_LOCAL, "INTRA_AZ"))))
+    now = [traffic(ui, RT_LOCAL, 8080, rtt_sum_us=60_000, rtt_samples=2) for ui in (UI_A, UI_B)]
+    result = run([*before, *replace(clean_cluster(), *now)])
+    assert not [f for f in result.findings if f.kind.endswith("degradation")]
 
 
 def test_loss_between_zones_on_independent_nodes_is_the_network():
@@ -160,6 +276,16 @@ def test_loss_between_zones_on_independent_nodes_is_the_network():
     # The same losses on a node that exceeded its allowance are that node's own doing.
     explained = run(rows, [node_row("node-a1", 50), node_row("node-a2", 40)])
     assert explained.health == 0 and "network_degradation" not in kinds(explained)
+
+
+def test_a_stray_lossy_flow_elsewhere_is_not_folded_into_the_fault():
+    """Loss between the zones, and one S3 flow with 6 lost segments of 600: that flow alone is no
+    fault, and must not widen the zone pair's finding to the whole network."""
+    rows = replace(clean_cluster(), traffic(UI_A, RT_A, 8080, lost=60, category="INTER_AZ"),
+                   traffic(UI_B, RT_B, 8080, lost=70, category="INTER_AZ"),
+                   traffic(RT_B, S3, 443, lost=6, sent_segments=300, received_segments=300, category="AMAZON_S3"))
+    found = [f for f in run(rows).findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.where["paths"]) for f in found] == [("network_degradation", ["us-east-1a ↔ us-east-1b"])]
 
 
 def test_loss_on_one_workload_everywhere_is_the_workload():

@@ -2,8 +2,11 @@
 ``workload_degradation``, ``network_degradation``, and the network health indicator.
 
 Detection looks at short buckets of the window (:meth:`Context.buckets`): a flow is degraded
-when it was in any bucket, so a fault shows as soon as two report intervals have it, whatever
-the window; the window only sets what the answer covers. The degraded flows are then located
+when it was in any bucket, lossy (:func:`flowlens.analysis.localize.degraded`) or slow (its RTT
+far above its path's usual, :mod:`flowlens.analysis.baseline`), so a fault shows as soon as two
+report intervals have it, whatever the window; the window only sets what the answer covers.
+A cause is reported when its degraded flows together lost significantly, or were slow in at
+least two flow-buckets. The degraded flows are then located
 (:mod:`flowlens.analysis.localize`) against all the window's traffic, after setting aside what
 other findings already explain: flows of nodes whose bandwidth allowance was exceeded
 (``bandwidth_allowance_exceeded``) and flows between workloads whose connections time out
@@ -12,41 +15,68 @@ other findings already explain: flows of nodes whose bandwidth allowance was exc
 The network health indicator, per path (a zone pair, or a zone to a cloud service or the
 internet) and per window, is **1** when a ``network_degradation`` finding covers the path: its
 degraded flows span at least two nodes and two pods, and no narrower element (a node, a pod, a
-workload, a remote service) explains them; else **0**. The overall indicator is 1 when any
+workload, a remote service) explains them; else **0**. Each finding carries the numbers of
+each of its paths (``evidence.per_path``). The overall indicator is 1 when any
 path is 1.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from flowlens.analysis.baseline import slow, usual_rtt
 from flowlens.analysis.context import Context
-from flowlens.analysis.localize import Cause, degraded, key, localize, lost, network_cause, path_of, segments
+from flowlens.analysis.localize import Cause, degraded, explain, key, lost, path_of, segments, significant
 from flowlens.analysis.text import count
 from flowlens.model.findings import Finding, PathHealth
 from flowlens.model.queries import FlowRow
+
+MIN_SLOW = 2  # slow flow-buckets that make a cause without losses worth reporting
 
 KIND = {"node": "node_degradation", "remote": "remote_degradation", "pod": "workload_degradation",
         "workload": "workload_degradation", "zone": "network_degradation", "path": "network_degradation",
         "network": "network_degradation"}
 
 
+@dataclass
+class Detected:
+    """What the buckets of the window showed: each degraded flow's rows in the buckets it
+    degraded in, and in how many of them it was slow (RTT far above its path's usual)."""
+
+    usual_rtt: dict[str, float]
+    rows: dict[tuple, list[FlowRow]] = field(default_factory=dict)
+    slow: dict[tuple, int] = field(default_factory=dict)
+    when: dict[tuple, list[float]] = field(default_factory=dict)
+
+    def add(self, row: FlowRow, bucket: tuple[float, float]) -> None:
+        is_slow = slow(row, self.usual_rtt.get(path_of(row) or ""))
+        if not (degraded(row) or is_slow):
+            return
+        self.rows.setdefault(key(row), []).append(row)
+        self.when.setdefault(key(row), []).extend(bucket)
+        self.slow[key(row)] = self.slow.get(key(row), 0) + is_slow
+
+    def significant(self, cause: Cause) -> bool:
+        """Enough losses on its flows together, or slow flows in enough buckets."""
+        keys = [key(row) for row in cause.flows]
+        return significant(r for k in keys for r in self.rows.get(k, ())) or \
+            sum(self.slow.get(k, 0) for k in keys) >= MIN_SLOW
+
+
 def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, str]]) -> tuple[list[PathHealth],
                                                                                                list[Finding]]:
     """Findings of located degradation, and the health of every path seen in the window."""
-    bad: set[tuple] = set()
-    when: dict[tuple, list[float]] = {}
+    detected = Detected(usual_rtt(ctx, path_of))
     for bucket in ctx.buckets():
         for row in ctx.rows_between(*bucket):
-            if degraded(row):
-                bad.add(key(row))
-                when.setdefault(key(row), []).extend(bucket)
+            detected.add(row, bucket)
     rows = [row for row in ctx.all_rows if not _explained(row, explained_nodes, blocked)]
-    causes = localize(rows, bad)
-    leftover = network_cause(rows, causes, bad)
-    findings = [_finding(ctx, cause, when) for cause in [*causes, *([leftover] if leftover else [])]]
+    causes = explain(rows, set(detected.rows), detected.significant)
+    findings = [_finding(ctx, cause, detected) for cause in causes]
     broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
               for p in f.where["paths"]}
     paths = {p for row in ctx.all_rows if (p := path_of(row))}
-    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p)) for p in sorted(paths)]
+    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p, detected)) for p in sorted(paths)]
     return health, findings
 
 
@@ -60,32 +90,50 @@ def _explained(row: FlowRow, nodes: set[str], blocked: set[tuple[str, str]]) -> 
                for name in (row.server.workload, row.server.service) if name)
 
 
-def _path_evidence(ctx: Context, path: str) -> dict:
+def _path_evidence(ctx: Context, path: str, detected: Detected) -> dict:
     rows = [row for row in ctx.all_rows if path_of(row) == path]
+    return {**_numbers(rows, detected.usual_rtt.get(path)), "flows": len(rows),
+            "degraded_flows": sum(key(r) in detected.rows for r in rows)}
+
+
+def _symptom(evidence: dict) -> str:
+    """The losses, and the RTT when flows slowed down, in words."""
+    parts = [f"{evidence['loss_rate']:.1%} of segments lost"]
+    if evidence["slow_flows"] and evidence["rtt_ms"] is not None and evidence["usual_rtt_ms"] is not None:
+        parts.append(f"RTT {evidence['rtt_ms']:g} ms against {evidence['usual_rtt_ms']:g} ms usually")
+    return ", ".join(parts)
+
+
+def _numbers(rows: list[FlowRow], usual: float | None) -> dict:
+    """Losses, timeouts and RTT of some flows over the window, the RTT against ``usual``."""
     carried, gone = sum(segments(r) for r in rows), sum(lost(r) for r in rows)
-    return {"segments": carried, "lost_segments": gone, "loss_rate": round(min(1.0, gone / carried), 5)
-            if carried else 0.0, "rto": sum(r.rto for r in rows), "flows": len(rows),
-            "degraded_flows": sum(degraded(r) for r in rows)}
+    samples = sum(r.rtt_samples for r in rows)
+    return {"segments": carried, "lost_segments": gone,
+            "loss_rate": round(min(1.0, gone / carried), 5) if carried else 0.0, "rto": sum(r.rto for r in rows),
+            "rtt_ms": round(sum(r.rtt_sum_us for r in rows) / samples / 1000, 2) if samples else None,
+            "usual_rtt_ms": round(usual / 1000, 2) if usual is not None else None}
 
 
-def _finding(ctx: Context, cause: Cause, when: dict[tuple, list[float]]) -> Finding:
+def _finding(ctx: Context, cause: Cause, detected: Detected) -> Finding:
     element, kind = cause.element, KIND[cause.element.kind]
-    lost_segments, carried = sum(lost(r) for r in cause.flows), sum(segments(r) for r in cause.flows)
-    times = [t for row in cause.flows for t in when.get(key(row), ())]
-    independent = len(cause.nodes) >= 2 and len(cause.pods) >= 2
+    times = [t for row in cause.flows for t in detected.when.get(key(row), ())]
+    independent = cause.independent
+    paths, workloads = cause.paths, cause.workloads
+    usual = min((detected.usual_rtt[p] for p in paths if p in detected.usual_rtt), default=None)
     evidence = {
         "suspect": str(element), "strength": cause.strength,
         "degraded_share": round(cause.share, 3), "rest_degraded_share": round(cause.rest, 3),
-        "coverage": round(cause.coverage, 3), "lost_segments": lost_segments, "segments": carried,
-        "loss_rate": round(min(1.0, lost_segments / carried), 5) if carried else 0.0,
-        "rto": sum(r.rto for r in cause.flows), "degraded_flows": len(cause.flows), "nodes": sorted(cause.nodes),
+        "coverage": round(cause.coverage, 3), **_numbers(cause.flows, usual),
+        "slow_flows": sum(detected.slow.get(key(row), 0) > 0 for row in cause.flows),
+        "degraded_flows": len(cause.flows), "nodes": sorted(cause.nodes),
         "first_seen": min(times, default=ctx.start), "last_seen": max(times, default=ctx.end),
         "independent": independent,
+        "per_path": {p: _numbers([r for r in cause.flows if path_of(r) == p], detected.usual_rtt.get(p))
+                     for p in paths},
     }
-    paths, workloads = cause.paths, cause.workloads
     where = {"paths": paths, "workloads": workloads, "nodes": sorted(cause.nodes)}
     flows = count(len(cause.flows), "degraded flow")
-    loss = f"{evidence['loss_rate']:.1%} of segments lost"
+    loss = _symptom(evidence)
     if kind == "node_degradation":
         return Finding(kind, "warning", f"Node {element.name} loses traffic: {flows}, {loss}", ctx.window,
                        where, evidence, {"paths": paths},

@@ -20,8 +20,9 @@ from __future__ import annotations
 import statistics
 
 from flowlens.analysis.bandwidth import INSTANCE_GBPS
+from flowlens.analysis.baseline import history_rtt
 from flowlens.analysis.context import Context
-from flowlens.analysis.localize import LOSS_RATE, remote_of
+from flowlens.analysis.localize import LOSS_RATE, path_of, remote_of
 from flowlens.analysis.text import count
 from flowlens.collector.events import Event
 from flowlens.model.findings import Finding
@@ -96,7 +97,11 @@ def _cause(ctx: Context, load: Event, remotes_degraded: set[str]) -> tuple[str, 
 
 
 def _usual_rtt(ctx: Context, load: Event, source: FlowRow) -> float | None:
-    """The RTT other clients had to the same remote over the window (the remote's usual)."""
+    """The path's RTT the hour before (:mod:`flowlens.analysis.baseline`), or, without history,
+    the RTT other clients had to the same remote over the window."""
+    path = path_of(source)
+    if path is not None and (usual := history_rtt(ctx, path_of).get(path)) is not None:
+        return usual
     others = [r for r in ctx.all_rows if remote_of(r.server) == remote_of(source.server)
               and r.client.pod != load.pod and r.rtt_mean_us]
     samples = sum(r.rtt_samples for r in others)
