@@ -18,7 +18,7 @@ from flowlens.model.queries import FlowRow
 HISTORY_SECONDS = 3600.0
 RTT_FACTOR = 4.0
 RTT_RISE_US = 50_000.0  # above the 40 ms delayed-ACK ceiling
-MIN_SAMPLES = 2
+MIN_SAMPLES = 1  # one sample is already a smoothed RTT: many ACKs
 
 
 def history_rtt(ctx: Context, path: Callable[[FlowRow], str | None]) -> dict[str, float]:

@@ -22,7 +22,7 @@ that several narrow causes would split, the one cause wins (:func:`explain`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Set
 from dataclasses import dataclass, field
 
 from flowlens.model.queries import Endpoint, FlowRow
@@ -45,7 +45,7 @@ PART = 0.2
 ALL = 0.999
 # ...this share of its own flows is degraded (a service or the network must fail most of the
 # clients it serves; a node or a pod may well also carry clean flows)...
-SHARE = {"node": 0.5, "pod": 0.5, "remote": 0.8, "workload": 0.8, "zone": 0.8, "path": 0.8, "network": 0.8}
+SHARE = {"node": 0.5, "pod": 0.5, "remote": 0.6, "workload": 0.8, "zone": 0.8, "path": 0.8, "network": 0.8}
 # ...that share exceeds the rest of the traffic's by this much (the rest being at least this
 # many flows large enough to have shown losses)...
 CONTRAST = 0.3
@@ -173,11 +173,12 @@ def _weight(row: FlowRow) -> int:
     return max(lost(row), row.rto, 1)
 
 
-def localize(rows: Iterable[FlowRow], bad_keys: set[tuple] | None = None) -> list[Cause]:
+def localize(rows: Iterable[FlowRow], bad_keys: set[tuple] | None = None,
+             slow_keys: Set[tuple] = frozenset()) -> list[Cause]:
     """The causes of the degraded flows among ``rows`` (those of ``bad_keys`` when given, else
-    those :func:`degraded` finds), narrowest first; flows no element explains are left out
-    (see :func:`network_cause` for them)."""
-    traffic = _Traffic(list(rows), bad_keys)
+    those :func:`degraded` finds; ``slow_keys`` those of them found slow rather than lossy),
+    narrowest first; flows no element explains are left out (see :func:`network_cause`)."""
+    traffic = _Traffic(list(rows), bad_keys, slow_keys)
     causes: list[Cause] = []
     remaining = traffic.bad
     while remaining:
@@ -193,9 +194,9 @@ class _Traffic:
     """The flows that say something (:func:`judged`), the degraded ones among them, and the
     elements each touches."""
 
-    def __init__(self, rows: list[FlowRow], bad_keys: set[tuple] | None) -> None:
+    def __init__(self, rows: list[FlowRow], bad_keys: set[tuple] | None, slow_keys: Set[tuple]) -> None:
         self.bad = [row for row in rows if (key(row) in bad_keys if bad_keys is not None else degraded(row))]
-        self.rows = judged(rows, self.bad)
+        self.rows = judged(rows, self.bad, slow_keys)
         self.touched = {id(row): elements(row) for row in self.rows}
 
     def best(self, remaining: list[FlowRow], least: float) -> Cause | None:
@@ -203,15 +204,19 @@ class _Traffic:
         return _best(self.rows, self.bad, remaining, self.touched, least)
 
 
-def judged(rows: list[FlowRow], bad: list[FlowRow]) -> list[FlowRow]:
-    """The flows that say something about their path: the degraded ones, and those that carried
-    enough segments to have lost :data:`FLOW_LOST` at the degraded flows' loss rate. A flow too
-    small to be found degraded at that rate is no evidence of a clean path, and counting it as
-    clean would dilute every element it touches."""
+def judged(rows: list[FlowRow], bad: list[FlowRow], slow_keys: Set[tuple] = frozenset()) -> list[FlowRow]:
+    """The flows that say something about their path: the degraded ones, those that carried
+    enough segments to have lost :data:`FLOW_LOST` at the lossy flows' loss rate, and, when some
+    degraded flows were slow (``slow_keys``), those whose RTT was measured. A flow too small to
+    be found degraded at that rate is no evidence of a clean path, and counting it as clean
+    would dilute every element it touches."""
     bad_ids = {id(row) for row in bad}
-    carried, gone = sum(segments(row) for row in bad), sum(lost(row) for row in bad)
+    lossy = [row for row in bad if key(row) not in slow_keys]
+    carried, gone = sum(segments(row) for row in lossy), sum(lost(row) for row in lossy)
     enough = MIN_SEGMENTS if not gone else min(MAX_JUDGED, max(MIN_SEGMENTS, FLOW_LOST * carried / gone))
-    return [row for row in rows if id(row) in bad_ids or segments(row) >= enough]
+    timed = any(key(row) in slow_keys for row in bad)
+    return [row for row in rows if id(row) in bad_ids or segments(row) >= enough
+            or (timed and row.rtt_samples > 0 and segments(row) >= MIN_SEGMENTS)]
 
 
 def _best(rows: list[FlowRow], bad: list[FlowRow], remaining: list[FlowRow],
@@ -248,7 +253,7 @@ def _ends(rows: list[FlowRow]) -> tuple[set[str], set[str]]:
 
 
 def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause], bad_keys: set[tuple],
-                  strict: bool = False) -> Cause | None:
+                  strict: bool = False, slow_keys: Set[tuple] = frozenset()) -> Cause | None:
     """The degraded flows no narrower element explains, on the paths they cross: the network's
     when they span independent ends (at least two nodes and two pods; see
     :attr:`Cause.independent`). ``strict``: only then, and only when the network is as clear a
@@ -257,7 +262,7 @@ def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause], bad_keys:
     rows = list(rows)
     covered = {id(row) for cause in explained for row in cause.flows}
     left = [row for row in rows if key(row) in bad_keys and id(row) not in covered]
-    rows = judged(rows, [row for row in rows if key(row) in bad_keys])
+    rows = judged(rows, [row for row in rows if key(row) in bad_keys], slow_keys)
     nodes, pods = _ends(left)
     if not left or (strict and (len(nodes) < 2 or len(pods) < 2)):
         return None
@@ -271,22 +276,23 @@ def network_cause(rows: Iterable[FlowRow], explained: Iterable[Cause], bad_keys:
     return Cause(Element("path", ", ".join(sorted(paths))), left, 1.0, share, rest, nodes, pods)
 
 
-def explain(rows: Iterable[FlowRow], bad_keys: set[tuple],
-            keep: Callable[[Cause], bool] = lambda cause: True) -> list[Cause]:
+def explain(rows: Iterable[FlowRow], bad_keys: set[tuple], keep: Callable[[Cause], bool] = lambda cause: True,
+            slow_keys: Set[tuple] = frozenset()) -> list[Cause]:
     """The fewest causes that explain the degraded flows: the narrowest elements (and the network
     for what they leave), unless one element alone explains all of them (a zone whose nodes each
     look as bad as the zone), or the network alone does (a router that drops a share of
-    everything through it). ``keep`` says which causes are worth reporting (their losses
+    everything through it). ``slow_keys``: the degraded flows found slow rather than lossy.
+    ``keep`` says which causes are worth reporting (their losses
     significant): the others are dropped first, so a stray degraded flow never turns one cause
     into the whole network."""
     rows = list(rows)
-    causes = localize(rows, bad_keys)
-    leftover = network_cause(rows, causes, bad_keys)
+    causes = localize(rows, bad_keys, slow_keys)
+    leftover = network_cause(rows, causes, bad_keys, slow_keys=slow_keys)
     narrow = [cause for cause in [*causes, *([leftover] if leftover else [])] if keep(cause)]
     if len(narrow) > 1:
         kept = {key(row) for cause in narrow for row in cause.flows}
-        traffic = _Traffic(rows, kept)
-        for one in (traffic.best(traffic.bad, ALL), network_cause(rows, [], kept, strict=True)):
+        traffic = _Traffic(rows, kept, slow_keys)
+        for one in (traffic.best(traffic.bad, ALL), network_cause(rows, [], kept, True, slow_keys)):
             if one is not None and keep(one):
                 return [one]
     return narrow

@@ -252,6 +252,26 @@ def test_a_throttled_remote_is_found_by_its_rtt_against_the_hour_before():
     assert "RTT 60 ms against 0.2 ms usually" in found[0].title and result.health == 0
 
 
+def test_a_throttled_remote_under_a_bulk_download_is_the_remote_not_its_clients_nodes():
+    """What the lab shows when S3 is throttled while a new pod downloads its weights: the
+    download's own RTT hardly moves (its requests go out one at a time), the two other runtime
+    pods' small S3 calls, one in each zone, wait 200 ms behind it; their SQS calls, of a few dozen segments each,
+    stay fast. Neither node is the suspect: S3 is."""
+    loader = pod("rt-new", "sdruntime", "sdruntime", "node-b2", "us-east-1b", "10.2.2.30")
+    small = dict(sent_segments=40, received_segments=40, rtt_samples=2)
+    before = [traffic(rt, S3, 443, category="AMAZON_S3", minutes_before=30, rtt_sum_us=400, rtt_samples=2)
+              for rt in (RT_A, RT_LOCAL)]
+    rows = [*before, traffic(RT_A, S3, 443, category="AMAZON_S3", rtt_sum_us=400_000, rtt_samples=2),
+            traffic(RT_LOCAL, S3, 443, category="AMAZON_S3", rtt_sum_us=420_000, rtt_samples=2),
+            traffic(loader, S3, 443, category="AMAZON_S3", rtt_sum_us=10_000, rtt_samples=2,
+                    received_segments=8000),
+            *(traffic(rt, SQS, 443, category="AMAZON_SQS", rtt_sum_us=80, **small)
+              for rt in (RT_A, RT_LOCAL, loader))]
+    found = [f for f in run(rows).findings if f.kind.endswith("degradation")]
+    assert [(f.kind, f.evidence["suspect"]) for f in found] == [("remote_degradation", "remote S3 (us-east-1)")]
+    assert found[0].evidence["degraded_share"] == pytest.approx(2 / 3, abs=0.001)
+
+
 def test_a_busy_server_within_delayed_ack_time_is_not_a_slow_path():
     """The runtime answers 30 ms later than it used to (a busy pod: requests' ACKs ride on the
     late answers): not the network's doing, so no finding."""

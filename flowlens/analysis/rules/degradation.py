@@ -41,20 +41,29 @@ KIND = {"node": "node_degradation", "remote": "remote_degradation", "pod": "work
 @dataclass
 class Detected:
     """What the buckets of the window showed: each degraded flow's rows in the buckets it
-    degraded in, and in how many of them it was slow (RTT far above its path's usual)."""
+    degraded in, in how many of them it was slow (RTT far above its path's usual), and which
+    flows were lossy in any."""
 
     usual_rtt: dict[str, float]
     rows: dict[tuple, list[FlowRow]] = field(default_factory=dict)
     slow: dict[tuple, int] = field(default_factory=dict)
     when: dict[tuple, list[float]] = field(default_factory=dict)
+    lossy: set[tuple] = field(default_factory=set)
 
     def add(self, row: FlowRow, bucket: tuple[float, float]) -> None:
-        is_slow = slow(row, self.usual_rtt.get(path_of(row) or ""))
-        if not (degraded(row) or is_slow):
+        is_lossy, is_slow = degraded(row), slow(row, self.usual_rtt.get(path_of(row) or ""))
+        if not (is_lossy or is_slow):
             return
         self.rows.setdefault(key(row), []).append(row)
         self.when.setdefault(key(row), []).extend(bucket)
         self.slow[key(row)] = self.slow.get(key(row), 0) + is_slow
+        if is_lossy:
+            self.lossy.add(key(row))
+
+    @property
+    def slow_only(self) -> set[tuple]:
+        """Flows found slow and never lossy."""
+        return {k for k, n in self.slow.items() if n and k not in self.lossy}
 
     def significant(self, cause: Cause) -> bool:
         """Enough losses on its flows together, or slow flows in enough buckets."""
@@ -71,7 +80,7 @@ def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, st
         for row in ctx.rows_between(*bucket):
             detected.add(row, bucket)
     rows = [row for row in ctx.all_rows if not _explained(row, explained_nodes, blocked)]
-    causes = explain(rows, set(detected.rows), detected.significant)
+    causes = explain(rows, set(detected.rows), detected.significant, detected.slow_only)
     findings = [_finding(ctx, cause, detected) for cause in causes]
     broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
               for p in f.where["paths"]}
