@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flowlens.analysis.context import Context
-from flowlens.analysis.rules import bandwidth_allowance, connections, cross_zone, degradation, model_loads
+from flowlens.analysis.rules import bandwidth_allowance, connections, cross_zone, degradation, latency, model_loads
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
@@ -35,6 +35,7 @@ def diagnose(store: FlowStore, inventory: Inventory, events: EventLog, seconds: 
     findings += degraded
     remotes = {name for f in degraded if f.kind == "remote_degradation" for name in f.where["remotes"]}
     findings += _guarded(ctx, "model loads", lambda: model_loads.findings(ctx, explained_nodes, remotes), [])
+    findings += _guarded(ctx, "latency", lambda: latency.findings(ctx, list(findings)), [])
     order = {"critical": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: (order.get(f.severity, 3), f.kind, f.title))
     return Diagnosis(ctx.window, max((p.health for p in paths), default=0), tuple(paths), tuple(findings),

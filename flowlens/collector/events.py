@@ -1,9 +1,13 @@
-"""Inference events beside the flows: model loads (and, later, other workload events).
+"""Inference events beside the flows: model loads, and the latency inference servers report.
 
-Small in number (one per pod start), so they are kept in memory for queries and appended to a
-JSON-lines file next to the store so a restart keeps them. Sources post them to
-``/api/v1/events``: the lab's controller from runtime logs, a log shipper or a scraper in a
-real cluster.
+- ``model_load``: one per pod start (bytes, seconds, phases);
+- ``latency``: a mean request latency (``metric``: ttft, e2e, itl or queue) over ``count``
+  requests between ``start`` and ``end``, of a pod or a whole workload.
+
+Small in number, so they are kept in memory for queries and appended to a JSON-lines file next
+to the store so a restart keeps them. Sources post them to ``/api/v1/events``: the lab's
+controller from runtime logs, ``flowlens probe --post`` and ``flowlens signals --post``, a log
+shipper or a scraper in a real cluster.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_EVENTS = 100_000
 MAX_EVENTS_PER_POST = 1000
@@ -22,14 +26,28 @@ MAX_EVENTS_PER_POST = 1000
 
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["model_load"]
-    pod: str = Field(min_length=1, max_length=253)
+    kind: Literal["model_load", "latency"]
+    pod: str = Field(default="", max_length=253)
     namespace: str = Field(default="", max_length=253)
+    workload: str = Field(default="", max_length=253)
     node: str = Field(default="", max_length=253)
     start: float = Field(gt=1e9, lt=1e11)
     end: float = Field(gt=1e9, lt=1e11)
     bytes: int = Field(default=0, ge=0)
     phases: dict[str, float] = Field(default_factory=dict, max_length=32)
+    metric: Literal["ttft", "e2e", "itl", "queue"] | None = None
+    value_s: float | None = Field(default=None, ge=0, lt=86_400)
+    count: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> EventIn:
+        if self.end < self.start:
+            raise ValueError("end is before start")
+        if self.kind == "model_load" and not self.pod:
+            raise ValueError("a model_load names its pod")
+        if self.kind == "latency" and (self.metric is None or self.value_s is None or not (self.pod or self.workload)):
+            raise ValueError("a latency event gives metric, value_s and a pod or a workload")
+        return self
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +60,10 @@ class Event:
     end: float
     bytes: int = 0
     phases: dict[str, float] = field(default_factory=dict)
+    workload: str = ""
+    metric: str | None = None
+    value_s: float | None = None
+    count: int = 0
 
     @property
     def seconds(self) -> float:

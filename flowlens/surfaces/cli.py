@@ -209,6 +209,31 @@ def flows(
                         refresh=True)
 
 
+PostOpt = Annotated[bool, typer.Option("--post", help="Also send the mean latencies to the collector as latency "
+                                         "events, so that `flowlens diagnose` can tell whether inference slowed "
+                                         "down and why.")]
+PostTo = Annotated[str, typer.Option("--collector", help="Collector to post to.", envvar="FLOWLENS_COLLECTOR_URL")]
+OfNamespace = Annotated[str, typer.Option("--namespace", help="Namespace of the pod or workload measured.")]
+OfWorkload = Annotated[str, typer.Option("--workload", help="Workload measured (e.g. its Deployment's name).")]
+OfPod = Annotated[str, typer.Option("--pod", help="Pod measured, when one.")]
+OfNode = Annotated[str, typer.Option("--node", help="Its node, when known.")]
+
+
+def _check_post(post: bool, workload: str, pod: str) -> None:
+    if post and not (workload or pod):
+        raise FlowlensError("--post needs whose latency it is: --workload NAME or --pod NAME (and --namespace)")
+
+
+def _post_latency(means: dict[str, tuple[float, int]], start: float, end: float, collector: str, namespace: str,
+                  workload: str, pod: str, node: str) -> None:
+    from flowlens.signals.events import Target, latency_events
+    from flowlens.surfaces.collector_cli import post_events
+
+    events = latency_events(means, start, end, Target(namespace, workload, pod, node))
+    stored = post_events(collector, events) if events else 0
+    err_console.print(f"posted {stored} latency events to {collector}")
+
+
 @app.command()
 def probe(
     url: Annotated[str, typer.Argument(help="Endpoint: .../v1/completions, .../v1/chat/completions or "
@@ -223,6 +248,8 @@ def probe(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary (and every request) as JSON.")] = False,
     output: Annotated[Path | None, typer.Option(help="Also append each request as a JSON line to this file.")]
     = None,
+    post: PostOpt = False, collector: PostTo = "http://127.0.0.1:9102", namespace: OfNamespace = "",
+    workload: OfWorkload = "", pod: OfPod = "", node: OfNode = "",
 ) -> None:
     """Measure TTFT, end-to-end latency, inter-token latency and output tokens/s of an inference endpoint."""
     from functools import partial
@@ -235,7 +262,14 @@ def probe(
         request = partial(probing.sdapi_request, url=url, payload=payload)
     else:
         request = partial(probing.openai_request, url=url, model=model, prompt=prompt, max_tokens=max_tokens)
+    _check_post(post, workload, pod)
     summary = probing.run(url, kind, requests, concurrency, lambda client: request(client))
+    if post:
+        from flowlens.signals.events import from_probe
+
+        ended = time.time()
+        _post_latency(from_probe(summary), ended - summary.duration_s, ended, collector, namespace, workload, pod,
+                      node)
     if output is not None:
         with output.open("a") as f:
             for result in summary.results:
@@ -262,14 +296,24 @@ def signals(url: Annotated[str, typer.Argument(help="Prometheus endpoint of an i
                                                   "the reference runtime).")],
             window: Annotated[float, typer.Option(help="Seconds between two scrapes; 0: one scrape, means since "
                                                        "the server started.")] = 0.0,
-            as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False) -> None:
+            as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+            post: PostOpt = False, collector: PostTo = "http://127.0.0.1:9102", namespace: OfNamespace = "",
+            workload: OfWorkload = "", pod: OfPod = "", node: OfNode = "") -> None:
     """Request latency the server itself reports: TTFT, end-to-end, inter-token, queue time, model loads."""
     from flowlens.signals.scrape import difference, scrape
 
+    if post and window <= 0:
+        raise FlowlensError("--post needs --window SECONDS: the means of one scrape cover the server's whole life")
+    _check_post(post, workload, pod)
+    started = time.time()
     reading = scrape(url)
     if window > 0:
         time.sleep(window)
         reading = difference(reading, scrape(url))
+    if post:
+        from flowlens.signals.events import from_reading
+
+        _post_latency(from_reading(reading), started, time.time(), collector, namespace, workload, pod, node)
     summary = reading.summary()
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

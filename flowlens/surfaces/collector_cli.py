@@ -292,21 +292,31 @@ def _brief(values: dict[str, Any]) -> str:
 
 
 def _get(base: str, path: str, params: dict[str, Any]) -> Any:
+    return _ask("GET", base, path, params=params)
+
+
+def post_events(base: str, events: list[dict[str, Any]]) -> int:
+    """Send events to a collector (its writers' token from FLOWLENS_TOKEN_FILE or FLOWLENS_TOKEN);
+    how many it took."""
+    return int(_ask("POST", base, "/api/v1/events", json=events)["stored"])
+
+
+def _ask(method: str, base: str, path: str, **request: Any) -> Any:
     from flowlens.model.errors import FlowlensError
     from flowlens.web.auth import TokenSet
 
-    token = TokenSet([os.environ.get(ENV + "TOKEN_FILE", "")], ENV + "TOKEN", what="read token").first()
+    token = TokenSet([os.environ.get(ENV + "TOKEN_FILE", "")], ENV + "TOKEN", what="token").first()
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = httpx.get(base.rstrip("/") + path, params=params, timeout=60, headers=headers)
+        response = httpx.request(method, base.rstrip("/") + path, timeout=60, headers=headers, **request)
     except httpx.HTTPError as err:
         raise FlowlensError(f"no collector answers at {base} ({err}): start one with `flowlens collector` or "
                             "`flowlens up`, or pass --collector URL") from None
     if response.status_code in (401, 403):
-        raise FlowlensError(f"the collector wants a reader's token ({response.status_code}): put it in a file and "
+        raise FlowlensError(f"the collector wants a token ({response.status_code}): put it in a file and "
                             "set FLOWLENS_TOKEN_FILE, or set FLOWLENS_TOKEN")
     if response.status_code >= 400:
-        raise FlowlensError(f"the collector refused the query: {response.status_code} {response.text[:300]}")
+        raise FlowlensError(f"the collector refused the request: {response.status_code} {response.text[:300]}")
     return response.json()
 
 

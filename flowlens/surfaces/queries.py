@@ -103,7 +103,7 @@ def register_diagnosis(app: FastAPI, collector: Collector) -> None:
         result = run(since)
         return {"window": result.window, "health": result.health, "paths": jsonable(result.paths)}
 
-    @app.post("/api/v1/events", summary="Inference events (model loads) to keep beside the flows")
+    @app.post("/api/v1/events", summary="Inference events (model loads, latency) to keep beside the flows")
     def post_events(events: Annotated[list[EventIn], Body(max_length=MAX_EVENTS_PER_POST)]) -> dict[str, int]:
         return {"stored": collector.events.add(events)}
 

@@ -411,3 +411,38 @@ def test_every_slow_model_load_is_explained(s3_lost: int, other_lost: int, rtt_u
     assert item["achieved_mbit_per_s"] == pytest.approx(24.7, abs=0.1)
     assert item["seconds_lost"] == pytest.approx(87 - 21.5, abs=0.1)
     assert result.health == 0
+
+
+def latency(value_s: float, minutes_before: float, *, workload: str = "sdruntime", metric: str = "e2e",
+            requests: int = 20, node: str = "node-a1") -> EventIn:
+    end = at(minutes_before).timestamp()
+    return EventIn(kind="latency", namespace="sdruntime", workload=workload, node=node, start=end - 60, end=end,
+                   metric=metric, value_s=value_s, count=requests)
+
+
+@pytest.mark.parametrize(("lost_on_a1", "cause"), [(0, "workload"), (50, "network")])
+def test_slower_inference_is_explained_by_the_network_or_not(lost_on_a1: int, cause: str):
+    """End-to-end latency went from 2.0 s (the hour before) to 3.5 s. With node a1 losing on
+    every flow, the node's finding is the cause; with every flow clean, the server is."""
+    events = EventLog()
+    events.add([latency(2.0, 40), latency(2.1, 30, requests=10), latency(3.5, 2), latency(0.9, 2, metric="ttft"),
+                latency(0.85, 30, metric="ttft")])
+    rows = clean_cluster()
+    if lost_on_a1:
+        rows = replace(rows, traffic(UI_A, RT_A, 8080, lost=50, category="INTER_AZ"),
+                       traffic(RT_A, S3, 443, lost=50, category="AMAZON_S3"),
+                       traffic(RT_A, SQS, 443, lost=50, category="AMAZON_SQS"))
+    slow = [f for f in run(rows, events=events).findings if f.kind == "slow_inference"]
+    assert [f.evidence["cause"] for f in slow] == [cause]
+    assert slow[0].evidence["metrics"] == [{"metric": "e2e", "seconds": 3.5, "usual_seconds": 2.033,
+                                            "requests": 20}]  # (2.0×20 + 2.1×10) / 30; TTFT held
+    if cause == "network":
+        assert slow[0].evidence["explained_by"] == ["node_degradation"]
+    else:
+        assert slow[0].evidence["loss_rate"] == 0.0 and "server itself" in slow[0].title
+
+
+def test_latency_without_history_or_within_the_usual_says_nothing():
+    events = EventLog()
+    events.add([latency(3.5, 2), latency(0.5, 2, workload="other"), latency(0.45, 30, workload="other")])
+    assert not [f for f in run(clean_cluster(), events=events).findings if f.kind == "slow_inference"]
