@@ -40,10 +40,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.enrich.enricher import Enricher
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.ingest import decode
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.report import MAX_FLOWS
 
 NODES, PODS, NAMESPACES, ZONES = 200, 3000, 40, ("us-east-1a", "us-east-1b", "us-east-1c")

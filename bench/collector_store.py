@@ -38,8 +38,8 @@ import pyarrow as pa
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.store import ReportBatch
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import FlowFilter, MapLevel, PodSubject, TopBy, View
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_SCHEMA
 

@@ -56,9 +56,9 @@ def serve_collector(config: Any, extra_sockets: tuple[Any, ...] = (), tls: Any =
                     limits: Any = None) -> RunningCollector:
     """Start a collector in this process (its API on a thread); ``extra_sockets`` are listening
     sockets opened elsewhere (another network namespace) that serve the same API."""
-    from flowlens.collector.duckdb_store import DuckDBStore
     from flowlens.collector.enrich.enricher import parse_cidrs
     from flowlens.collector.service import Collector, check_tokens
+    from flowlens.collector.store.duckdb import DuckDBStore
     from flowlens.model.errors import ConfigError
     from flowlens.surfaces.api import create_app
     from flowlens.web.server import Limits, bind, serve

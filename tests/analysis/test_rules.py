@@ -13,9 +13,9 @@ import pyarrow as pa
 import pytest
 
 from flowlens.analysis.diagnose import diagnose
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventIn, EventLog
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.records import FLOW_SCHEMA, NODE_SCHEMA
 from tests.collector.rows import T0, cloud, external, flow, pod
 

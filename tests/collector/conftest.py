@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
 from tests.collector.rows import STEP, T0, both, cloud, external, flow, flows_table, node_row, nodes_table, pod
 
 API1 = pod("api-1", "shop", "api", "n1", "a", "10.0.1.1", service="api")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import Endpoint, FlowFilter, FlowRow, TopBy, View
 from flowlens.model.views import order_key
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.store import FlowStore, ReportBatch, StoreError
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import FlowFilter, PodSubject
 from flowlens.model.records import FLOW_SCHEMA
 from tests.collector.conftest import API1, DB1, scenario_nodes, scenario_rows

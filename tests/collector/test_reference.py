@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import FlowFilter, MapLevel, TopBy, View
 from tests.collector import reference
 from tests.collector.random_rows import random_rows

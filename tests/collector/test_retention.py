@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.store import Retention
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import FlowFilter
 from tests.collector.conftest import API1, API2, DB1, INFER, S3
 from tests.collector.rows import STEP, T0, both, flow, flows_table, node_row, nodes_table

@@ -11,8 +11,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
-from flowlens.collector.tiers import HOUR, MINUTE, RAW, plan
+from flowlens.collector.store.duckdb import DuckDBStore
+from flowlens.collector.store.tiers import HOUR, MINUTE, RAW, plan
 from flowlens.model.queries import EdgeSubject, FlowFilter, MapLevel, NodeSubject, PodSubject, TopBy, View
 from tests.collector.random_rows import random_rows
 from tests.collector.rows import STEP, T0, flows_table, node_row, nodes_table

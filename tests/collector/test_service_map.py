@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import Edge, FlowFilter, MapLevel, MapNode, NodeKind, ServiceMap
 from tests.collector.conftest import API1, API2, DB1
 from tests.collector.rows import STEP, T0, both, flow, flows_table, host

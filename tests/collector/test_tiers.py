@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from flowlens.collector.tiers import HOUR, MINUTE, RAW, Piece, TierState, plan, step_for
+from flowlens.collector.store.tiers import HOUR, MINUTE, RAW, Piece, TierState, plan, step_for
 
 H, M, S = timedelta(hours=1), timedelta(minutes=1), timedelta(seconds=1)
 D = datetime(2026, 11, 2, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.model.queries import (
     Allowance,
     EdgeSubject,

@@ -25,8 +25,8 @@ import pytest
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent, serve
 from flowlens.agent.sampler import Sampler
-from flowlens.collector import duckdb_rollup
-from flowlens.collector.duckdb_store import DuckDBStore
+from flowlens.collector.store.duckdb import DuckDBStore
+from flowlens.collector.store.duckdb import rollup as duckdb_rollup
 from flowlens.model.queries import FlowFilter, TopBy, View
 from tests.collector.rows import external, flow, flows_table, host
 from tests.conftest import NsPair

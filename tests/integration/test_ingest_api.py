@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flowlens.collector.duckdb_store import DuckDBStore
 from flowlens.collector.service import Collector, CollectorConfig
+from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.surfaces.api import create_app
 
 TOKEN = "s3cret-token-0123456789"

@@ -7,8 +7,8 @@ from __future__ import annotations
 from dataclasses import fields
 
 from flowlens.agent.exporter import SPECS
-from flowlens.collector.duckdb_schema import COUNTERS as STORED
-from flowlens.collector.duckdb_sql import FACT_COUNTERS
+from flowlens.collector.store.duckdb.schema import COUNTERS as STORED
+from flowlens.collector.store.duckdb.sql import FACT_COUNTERS
 from flowlens.model.flows import FlowCounters
 from flowlens.model.queries import QUERY_COUNTERS, Edge, FlowRow
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, NODE_SCHEMA

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowlens.collector.duckdb_schema import KEY_COLUMNS, NODE_COUNTERS, RAW_RTT_MAX
-from flowlens.collector.tiers import HOUR, MINUTE, RAW, Piece
+from flowlens.collector.store.duckdb.schema import KEY_COLUMNS, NODE_COUNTERS, RAW_RTT_MAX
+from flowlens.collector.store.tiers import HOUR, MINUTE, RAW, Piece
 from flowlens.model.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, NodeRule
 from flowlens.model.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
 from flowlens.model.queries import QUERY_COUNTERS, MapLevel, TopBy

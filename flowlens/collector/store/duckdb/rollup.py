@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlens.collector.duckdb_exec import Cursor, aware, naive, run
-from flowlens.collector.duckdb_schema import NODE_COUNTERS, NODE_KEY_COLUMNS, RAW_RTT_MAX, SUMMED
 from flowlens.collector.store import Retention
-from flowlens.collector.tiers import GRANULARITY, HOUR, MINUTE, TierState, floor
+from flowlens.collector.store.duckdb.exec import Cursor, aware, naive, run
+from flowlens.collector.store.duckdb.schema import NODE_COUNTERS, NODE_KEY_COLUMNS, RAW_RTT_MAX, SUMMED
+from flowlens.collector.store.tiers import GRANULARITY, HOUR, MINUTE, TierState, floor
 
 TABLES = {("flows", MINUTE): "flows_1m", ("flows", HOUR): "flows_1h", ("nodes", MINUTE): "nodes_1m",
           ("nodes", HOUR): "nodes_1h"}

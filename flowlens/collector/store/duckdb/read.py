@@ -1,4 +1,4 @@
-"""The DuckDB store's queries: plan the tiers, run the SQL of ``duckdb_sql``, build typed answers.
+"""The DuckDB store's queries: plan the tiers, run the SQL of ``sql``, build typed answers.
 
 Each function runs inside the caller's read transaction (``cursor``, with the ``state`` read
 in it), so tier watermarks and table contents are of the same moment.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flowlens.collector import duckdb_sql as q
-from flowlens.collector.duckdb_exec import Cursor, run, run_named
-from flowlens.collector.tiers import EARLIEST, LATEST, Piece, TierState, plan, step_for
+from flowlens.collector.store.duckdb import sql as q
+from flowlens.collector.store.duckdb.exec import Cursor, run, run_named
+from flowlens.collector.store.tiers import EARLIEST, LATEST, Piece, TierState, plan, step_for
 from flowlens.model.predicates import Eq, Pred, all_of
 from flowlens.model.queries import (
     QUERY_COUNTERS,

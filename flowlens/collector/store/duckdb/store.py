@@ -2,7 +2,7 @@
 
 Write path: a report's rows are hashed into flow-key ids inside DuckDB, keys never seen before
 go to ``flow_keys``, and only times, the id and the counters go to ``flow_intervals`` (see
-``duckdb_schema``). The report id goes in with them, in the same transaction, so a retried
+``schema``). The report id goes in with them, in the same transaction, so a retried
 report is refused whole and a failed one leaves nothing behind. One writer at a time (DuckDB
 has one per database anyway), and group commit: reports that arrive while a commit runs are
 committed together by the next one, so concurrent ingest requests share the cost of a
@@ -34,9 +34,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from flowlens.collector import duckdb_read, duckdb_rollup
-from flowlens.collector.duckdb_exec import Cursor, naive, read_state, run, with_table, write_state
-from flowlens.collector.duckdb_schema import (
+from flowlens.collector.store import ReportBatch, Retention, StoreError, StoreStats
+from flowlens.collector.store.duckdb import read as duckdb_read
+from flowlens.collector.store.duckdb import rollup as duckdb_rollup
+from flowlens.collector.store.duckdb.exec import Cursor, naive, read_state, run, with_table, write_state
+from flowlens.collector.store.duckdb.idset import IdSet
+from flowlens.collector.store.duckdb.schema import (
     COUNTERS,
     FLOW_STORE_SCHEMA,
     KEY_COLUMNS,
@@ -45,10 +48,8 @@ from flowlens.collector.duckdb_schema import (
     STATE_NAMES,
     ddl,
 )
-from flowlens.collector.duckdb_sql import lit
-from flowlens.collector.idset import IdSet
-from flowlens.collector.store import ReportBatch, Retention, StoreError, StoreStats
-from flowlens.collector.tiers import EARLIEST, GRANULARITY, HOUR, MINUTE, TierState
+from flowlens.collector.store.duckdb.sql import lit
+from flowlens.collector.store.tiers import EARLIEST, GRANULARITY, HOUR, MINUTE, TierState
 from flowlens.model.queries import FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
 from flowlens.model.records import flow_ids
 

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
-from flowlens.collector.duckdb_schema import STATE_NAMES
-from flowlens.collector.tiers import TierState
+from flowlens.collector.store.duckdb.schema import STATE_NAMES
+from flowlens.collector.store.tiers import TierState
 
 T = TypeVar("T")
 Cursor = duckdb.DuckDBPyConnection
