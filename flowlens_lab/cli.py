@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from typing import Annotated, Any
@@ -13,6 +14,12 @@ from rich.table import Table
 from flowlens.surfaces.timerange import parse_duration
 from flowlens_lab import lab
 from flowlens_lab.spec import NODE_TYPES, LabSpec
+
+# The lab's own dependencies come with the `lab` extra; without them `flowlens lab` and
+# `flowlens demo` are listed as not installed instead of failing half-way through `lab up`.
+for _module in ("boto3", "moto", "safetensors", "PIL"):
+    if importlib.util.find_spec(_module) is None:
+        raise ModuleNotFoundError(f"the lab needs {_module}", name=_module)
 
 app = typer.Typer(name="lab", help="The scenario's ML-inference cluster, reproduced on this machine.",
                   no_args_is_help=True)

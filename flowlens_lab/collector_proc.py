@@ -11,8 +11,11 @@ import json
 import logging
 import socket
 
+import yaml
+
 from flowlens.collector.service import CollectorConfig
 from flowlens.kernel.netns import entered
+from flowlens.model.bandwidth import default_table
 from flowlens.surfaces.collector_cli import run_until_signalled, serve_collector
 from flowlens_lab import aws_side, inventory, network
 from flowlens_lab import state as lab_state
@@ -35,9 +38,11 @@ def main() -> None:
     folder = lab_state.lab_dir()
     ranges = folder / "ip-ranges.json"
     ranges.write_text(json.dumps(aws_side.ip_ranges(region), indent=1))
+    bandwidth = folder / "instance-bandwidth.yaml"  # the lab's links run SCALE times slower than AWS's
+    bandwidth.write_text(yaml.safe_dump({t: g / SCALE for t, g in default_table().gbps.items()}, sort_keys=False))
     config = CollectorConfig(port=COLLECTOR_PORT, store=str(folder / "flowlens.duckdb"),
                              inventory_file=str(inventory.inventory_path()), ip_ranges=str(ranges), region=region,
-                             bandwidth_scale=SCALE)
+                             instance_bandwidth=str(bandwidth))
     run_until_signalled(serve_collector(config, extra_sockets=(fabric_socket(),)))
 
 

@@ -21,5 +21,5 @@ if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[test]'
+.venv/bin/python -m pip install -q -e '.[lab,test]'
 echo "flowlens installed: $(.venv/bin/flowlens --help >/dev/null && echo ok) (.venv/bin/flowlens)"

@@ -16,6 +16,7 @@ from functools import cached_property
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
+from flowlens.model.bandwidth import BandwidthTable, default_table
 from flowlens.model.queries import FlowFilter, FlowRow, TopBy, View
 from flowlens.model.vocabulary import Category
 
@@ -32,8 +33,7 @@ class Context:
     events: EventLog
     start: float
     end: float
-    # Lab bandwidths are real ones divided by this (the lab runs 100× slower than AWS).
-    bandwidth_scale: float = 1.0
+    bandwidth: BandwidthTable = field(default_factory=default_table)
     cost_per_gb_each_way: float = 0.01
     notes: list[str] = field(default_factory=list)
     _rows: dict[tuple[float, float, str | None], list[FlowRow]] = field(default_factory=dict)

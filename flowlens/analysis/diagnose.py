@@ -15,15 +15,16 @@ from flowlens.analysis.rules import bandwidth_allowance, connections, cross_zone
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
+from flowlens.model.bandwidth import BandwidthTable, default_table
 from flowlens.model.findings import Diagnosis, Finding
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 def diagnose(store: FlowStore, inventory: Inventory, events: EventLog, seconds: float,
-             now: float | None = None, bandwidth_scale: float = 1.0) -> Diagnosis:
+             now: float | None = None, bandwidth: BandwidthTable | None = None) -> Diagnosis:
     end = now if now is not None else time.time()
-    ctx = Context(store, inventory, events, end - seconds, end, bandwidth_scale)
+    ctx = Context(store, inventory, events, end - seconds, end, bandwidth or default_table())
     findings: list[Finding] = []
     # What explains losses goes first, so that located degradation is only what is left.
     allowance, explained_nodes = _guarded(ctx, "bandwidth allowance", lambda: bandwidth_allowance.findings(ctx),

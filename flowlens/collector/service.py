@@ -19,6 +19,7 @@ from flowlens.collector.events import EventLog
 from flowlens.collector.ingest import IngestError, TimeWindow, decode
 from flowlens.collector.inventory_sources import FileSource, KubernetesSource
 from flowlens.collector.store import FlowStore
+from flowlens.model.bandwidth import load_table
 from flowlens.web.auth import TokenSet
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,9 @@ class CollectorConfig:
     ip_ranges: str = ""
     region: str = ""
     vpc_cidrs: str = ""
-    bandwidth_scale: float = 1.0  # the lab runs its bandwidths 100x below AWS's
+    instance_bandwidth: str = ""  # a file of `instance-type: Gbps` over the shipped AWS table
     rollup_every: float = 30.0
     retention_every: float = 3600.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 INGEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -92,6 +92,7 @@ class Collector:
         self.config = config
         self.store = store
         self.inventory = Inventory()
+        self.bandwidth = load_table(config.instance_bandwidth)
         cloud = CloudRanges.load(config.ip_ranges) if config.ip_ranges else None
         self.enricher = Enricher(self.inventory, cloud, config.region, parse_cidrs(config.vpc_cidrs))
         self.write_tokens, self.read_tokens = token_sets(config)

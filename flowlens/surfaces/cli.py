@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,13 +20,14 @@ import httpx
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 
 from flowlens.agent.config import AgentConfig, load
 from flowlens.agent.exporter import metrics_markdown
 from flowlens.agent.flowview import interval_rows
 from flowlens.agent.runtime import serving
 from flowlens.agent.sampler import Sampler
-from flowlens.model.errors import FlowlensError
+from flowlens.model.errors import ConfigError, FlowlensError
 from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import flows_table, output_console
 
@@ -387,8 +389,19 @@ def _plug_in_commands() -> None:
     for entry in entry_points(group="flowlens.commands"):
         try:
             app.add_typer(entry.load(), name=entry.name)
+        except ModuleNotFoundError as err:  # the lab's extra is not installed: say how to get it
+            app.command(entry.name, help="(not installed: pip install 'flowlens\\[lab]')",
+                        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                        add_help_option=False)(_missing_extra(entry.name, err.name or "?"))
         except Exception as err:  # a broken plug-in must not take the core commands down
             logging.getLogger(__name__).warning("command %s unavailable: %s", entry.name, err)
+
+
+def _missing_extra(command: str, module: str) -> Callable[[], None]:
+    def missing() -> None:
+        raise ConfigError(f"`flowlens {command}` needs the lab extra ({module} is missing): "
+                          "pip install 'flowlens[lab]' (scripts/install.sh does)")
+    return missing
 
 
 _plug_in_commands()
@@ -400,10 +413,10 @@ def main() -> None:
     except FlowlensError as err:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] {err}")
+        err_console.print(f"[red]error:[/] {escape(str(err))}")
         sys.exit(err.exit_code)
     except httpx.HTTPError as err:
         if _state["debug"]:
             raise
-        err_console.print(f"[red]error:[/] cannot reach the agent: {err}")
+        err_console.print(f"[red]error:[/] cannot reach the agent: {escape(str(err))}")
         sys.exit(1)

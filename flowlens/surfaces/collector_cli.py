@@ -126,6 +126,9 @@ def register(app: typer.Typer) -> None:
         region: Annotated[str, typer.Option(help="The cluster's region (for INTER_REGION).", envvar=ENV + "REGION")]
         = "",
         vpc_cidrs: Annotated[str, typer.Option(help="Peer VPC ranges, comma-separated (for INTER_VPC).")] = "",
+        instance_bandwidth: Annotated[str, typer.Option(help="YAML file of `instance-type: Gbps` lines that replace or "
+                                                    "add to the shipped table of AWS instance bandwidths.",
+                                                    envvar=ENV + "INSTANCE_BANDWIDTH")] = "",
         max_report_age: Annotated[float, typer.Option(help="Refuse reports older than this many seconds (422, the "
                                                       "agent keeps them); 0: the raw retention, 7 days.",
                                                       min=0)] = 0.0,
@@ -147,6 +150,7 @@ def register(app: typer.Typer) -> None:
                                  token_files=tuple(token_file or ()), read_token_files=tuple(read_token_file or ()),
                                  inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
                                  ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs,
+                                 instance_bandwidth=instance_bandwidth,
                                  max_report_age=max_report_age, max_clock_skew=max_clock_skew)
         running = serve_collector(config, tls=Tls(tls_cert, tls_key),
                                   limits=Limits(header_timeout, body_timeout, max_connections))

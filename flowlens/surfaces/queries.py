@@ -91,7 +91,7 @@ def register_diagnosis(app: FastAPI, collector: Collector) -> None:
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
         return diagnose(collector.store, collector.inventory, collector.events, seconds,
-                        bandwidth_scale=collector.config.bandwidth_scale)
+                        bandwidth=collector.bandwidth)
 
     @app.get("/api/v1/findings", summary="Diagnosis: findings with evidence, impact and recommendation, and the "
              "network health indicator, over the last `since`")

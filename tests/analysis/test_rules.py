@@ -16,6 +16,7 @@ from flowlens.analysis.diagnose import diagnose
 from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventIn, EventLog
 from flowlens.collector.store.duckdb import DuckDBStore
+from flowlens.model.bandwidth import BandwidthTable, default_table
 from flowlens.model.records import FLOW_SCHEMA, NODE_SCHEMA
 from tests.collector.rows import T0, cloud, external, flow, pod
 
@@ -96,7 +97,7 @@ def replace(rows: list[dict], *changed: dict) -> list[dict]:
 def run(rows: list[dict], nodes: list[dict] | None = None, events: EventLog | None = None,
         window: float = WINDOW):
     return diagnose(store_with(rows, nodes), inventory(), events or EventLog(), window, now=NOW,
-                    bandwidth_scale=100)
+                    bandwidth=BandwidthTable({t: g / 100 for t, g in default_table().gbps.items()}))
 
 
 def kinds(result) -> list[str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flowlens.analysis.bandwidth import INSTANCE_GBPS, larger_types
 from flowlens.analysis.context import Context
 from flowlens.analysis.text import count
 from flowlens.model.findings import Finding
@@ -40,8 +39,8 @@ def _finding(ctx: Context, node: str, instance_type: str, zone: str, bw_in: int,
     top = downloads[:5]
     pods = sorted({r.client.pod for r in top if r.client.pod})
     loads = [e for e in ctx.events.between(ctx.start, ctx.end, "model_load") if e.node == node]
-    gbps = INSTANCE_GBPS.get(instance_type)
-    allowance_mbit = gbps * 1000 / ctx.bandwidth_scale if gbps else None
+    gbps = ctx.bandwidth.of(instance_type)
+    allowance_mbit = ctx.bandwidth.mbit(instance_type)
     impact: dict[str, object] = {}
     if loads:
         impact["model_loads"] = [{"pod": e.pod, "seconds": round(e.seconds, 1), "bytes": e.bytes} for e in loads]
@@ -50,10 +49,10 @@ def _finding(ctx: Context, node: str, instance_type: str, zone: str, bw_in: int,
             floor = slowest.bytes * 8 / (allowance_mbit * 1e6)
             impact["seconds_at_allowance"] = round(floor, 1)
             impact["seconds_beyond_allowance"] = round(max(0.0, slowest.seconds - floor), 1)
-    better = larger_types(instance_type)
+    better = ctx.bandwidth.larger_types(instance_type)
     if better and loads and allowance_mbit:
         target, target_gbps = better[0]
-        faster = max(e.bytes for e in loads) * 8 / (target_gbps * 1000 / ctx.bandwidth_scale * 1e6)
+        faster = max(e.bytes for e in loads) * 8 / (target_gbps * 1000 * 1e6)
         impact[f"seconds_on_{target}"] = round(faster, 1)
     recommendation = (f"The node's network allowance ({instance_type}: up to {gbps:g} Gbps) is the bottleneck: "
                       if gbps else "The node's network allowance is the bottleneck: ")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import statistics
 
-from flowlens.analysis.bandwidth import INSTANCE_GBPS
 from flowlens.analysis.baseline import history_rtt
 from flowlens.analysis.context import Context
 from flowlens.analysis.localize import LOSS_RATE, path_of, remote_of
@@ -70,11 +69,11 @@ def findings(ctx: Context, explained_nodes: set[str], remotes_degraded: set[str]
 
 def _possible_mbit(ctx: Context, load: Event, loads: list[Event]) -> float | None:
     node = ctx.inventory.nodes.get(load.node)
-    gbps = INSTANCE_GBPS.get(node.instance_type) if node else None
-    if not gbps:
+    mbit = ctx.bandwidth.mbit(node.instance_type) if node else None
+    if not mbit:
         return None
     sharing = sum(1 for other in loads if other.node == load.node and other.start < load.end and load.start < other.end)
-    return gbps * 1000 / ctx.bandwidth_scale / max(sharing, 1)
+    return mbit / max(sharing, 1)
 
 
 def _cause(ctx: Context, load: Event, remotes_degraded: set[str]) -> tuple[str, dict]:
