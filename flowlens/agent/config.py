@@ -1,136 +1,140 @@
-"""Agent settings: defaults, then an optional YAML file, then environment, then flags.
-
-Every setting has one name used everywhere: the YAML key, the flag (``--max-flow-series``)
-and the environment variable (``FLOWLENS_MAX_FLOW_SERIES``).
+"""The agent's settings, each declared once (see :mod:`flowlens.model.settings`): flag
+``--max-flow-series``, environment ``FLOWLENS_AGENT_MAX_FLOW_SERIES`` (the older
+``FLOWLENS_MAX_FLOW_SERIES`` still works), YAML key ``max-flow-series``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import yaml
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
-from flowlens.model.errors import ConfigError
+from flowlens.model.settings import Settings
 from flowlens.web.server import check_address
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
 
 
-@dataclass(slots=True)
-class AgentConfig:
-    address: str = "0.0.0.0"
-    port: int = 9101
-    interval: float = 5.0
-    max_flow_series: int = 500
-    idle_grace: float = 300.0
-    all_namespaces: bool = True
-    namespaces: str = ""
-    node: str = ""
-    instance_id: str = ""
-    allowance_qdiscs: str = ""
-    collector: str = ""  # URL of the collector to send reports to; none when empty
-    token: str = ""  # the collector's token on the command line (visible in /proc): prefer token_file
-    token_file: str = ""  # file holding the token sent to the collector (re-read when it changes)
-    collector_ca: str = ""  # CA bundle to check an https collector's certificate with
-    metrics_token_file: str = ""  # tokens /metrics and /flows require (one a line); none: open
-    tls_cert: str = ""  # serve /metrics over HTTPS with this certificate
-    tls_key: str = ""
-    max_connections: int = 64  # open connections to /metrics served at once
-    header_timeout: float = 10.0  # seconds a connection may take to send its request
-    spool_dir: str = "/var/lib/flowlens/spool"
-    spool_max_bytes: int = 64 << 20
-    service_cidrs: str = "10.96.0.0/12,172.20.0.0/16"
-    watchdog: float = 0.0  # seconds a cycle may take before /healthz fails; 0: max(10, 2 × interval)
-    proc: str = "/proc"
-    run_netns: str = "/run/netns"
+def _range(low: float, high: float, unit: str = "") -> Any:
+    def check(value: float) -> float:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}{unit}")
+        return value
+    return check
 
-    def __post_init__(self) -> None:
-        self.node = self.node or socket.gethostname()
-        self.instance_id = self.instance_id or self.node
 
-    def validate(self) -> AgentConfig:
-        if not 0 < self.port < 65536:
-            raise ConfigError(f"port {self.port} is out of range: use 1-65535")
-        if not MIN_INTERVAL <= self.interval <= MAX_INTERVAL:
-            raise ConfigError(f"interval must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds, not "
-                              f"{self.interval:g}")
-        if not 0 <= self.max_flow_series <= 100_000:
-            raise ConfigError(f"max-flow-series must be between 0 and 100000, not {self.max_flow_series}")
-        if self.spool_max_bytes < 1 << 20:
-            raise ConfigError(f"spool-max-bytes must be at least 1 MiB (1048576), not {self.spool_max_bytes}")
-        if not 1 <= self.max_connections <= 10_000:
-            raise ConfigError(f"max-connections must be between 1 and 10000, not {self.max_connections}")
-        if self.header_timeout <= 0:
-            raise ConfigError(f"header-timeout must be a positive number of seconds, not {self.header_timeout:g}")
-        check_address(self.address)
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ConfigError("tls-cert and tls-key go together: give both, or neither")
-        if self.collector and not self.collector.startswith(("http://", "https://")):
-            raise ConfigError(f"collector {self.collector!r} must be a URL: http://HOST:PORT or https://HOST:PORT")
-        for cidr in filter(None, (c.strip() for c in self.service_cidrs.split(","))):
+class AgentConfig(Settings):
+    model_config = SettingsConfigDict(env_prefix="FLOWLENS_AGENT_", extra="forbid", validate_default=True)
+    legacy_env: ClassVar[Mapping[str, str]] = {name: f"FLOWLENS_{name.upper()}" for name in (
+        "address", "port", "interval", "max_flow_series", "idle_grace", "all_namespaces", "namespaces", "node",
+        "instance_id", "allowance_qdiscs", "collector", "token_file", "collector_ca", "tls_cert", "tls_key",
+        "spool_dir", "spool_max_bytes", "service_cidrs", "watchdog")}
+
+    address: str = Field("0.0.0.0", description="Address /metrics listens on (0.0.0.0: every interface).")
+    port: int = Field(9101, description="Port of the /metrics endpoint.", json_schema_extra={"short": "-p"})
+    interval: float = Field(5.0, description="Seconds between collection cycles (and reports).",
+                            json_schema_extra={"short": "-i"})
+    max_flow_series: int = Field(500, description="Flows with series of their own; the rest of each namespace is "
+                                 "folded into remote_ip=\"other\".")
+    idle_grace: float = Field(300.0, description="Seconds a flow may stay idle before its series is removed.")
+    all_namespaces: bool = Field(True, description="Watch every network namespace, or only the agent's own.",
+                                 json_schema_extra={"off_flag": "--host-only"})
+    namespaces: str = Field("", description="Comma-separated glob patterns of namespace labels to watch besides "
+                            "the agent's own, e.g. 'cni-*' (empty: every namespace).")
+    node: str = Field("", description="Node name for the reference-compatible metrics (empty: the hostname).")
+    instance_id: str = Field("", description="instance_id label (empty: the node name).")
+    allowance_qdiscs: str = Field("", description="Report a shaper's drops as ENA allowance statistics where the "
+                                  "node has no ENA, e.g. bw_in_allowance_exceeded=ifb0:eth0,"
+                                  "bw_out_allowance_exceeded=eth0.")
+    collector: str = Field("", description="Collector URL to send each interval's report to, e.g. "
+                           "http://collector:9102 (empty: no reports).")
+    token: str = Field("", description="Bearer token for the collector (on the command line it is visible to "
+                       "local users in /proc: prefer token-file or the environment).")
+    token_file: str = Field("", description="File holding the collector's bearer token, re-read when it changes.")
+    collector_ca: str = Field("", description="CA bundle to check an https collector's certificate with.")
+    metrics_token_file: str = Field("", description="File of tokens (one a line) that /metrics and /flows require "
+                                    "as 'Authorization: Bearer'; also env FLOWLENS_AGENT_METRICS_TOKENS. Empty: "
+                                    "open (keep the port behind a NetworkPolicy).")
+    tls_cert: str = Field("", description="Serve /metrics over HTTPS with this certificate (PEM).")
+    tls_key: str = Field("", description="Private key of tls-cert (PEM).")
+    max_connections: int = Field(64, description="Open connections to /metrics served at once.")
+    header_timeout: float = Field(10.0, description="Seconds a connection may take to send its request.")
+    spool_dir: str = Field("/var/lib/flowlens/spool", description="Where undelivered reports wait.")
+    spool_max_bytes: int = Field(64 << 20, description="Bound of the spool; the oldest reports are dropped (and "
+                                 "counted) past it.")
+    service_cidrs: str = Field("10.96.0.0/12,172.20.0.0/16", description="ClusterIP ranges whose connections are "
+                               "resolved to the backend reached, through conntrack.")
+    watchdog: float = Field(0.0, description="Seconds a collection cycle may take before /healthz reports the "
+                            "agent stuck (0: max(10, 2 × interval)).")
+    proc: str = Field("/proc", description="Where the host's /proc is mounted.")
+    run_netns: str = Field("/run/netns", description="Where named network namespaces are bound.")
+
+    _port = field_validator("port")(_range(1, 65535))
+    _interval = field_validator("interval")(_range(MIN_INTERVAL, MAX_INTERVAL, " seconds"))
+    _series = field_validator("max_flow_series")(_range(0, 100_000))
+    _connections = field_validator("max_connections")(_range(1, 10_000))
+
+    @field_validator("spool_max_bytes")
+    @classmethod
+    def _spool(cls, value: int) -> int:
+        if value < 1 << 20:
+            raise ValueError("must be at least 1 MiB (1048576)")
+        return value
+
+    @field_validator("header_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    @field_validator("watchdog")
+    @classmethod
+    def _watchdog(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError("must be 0 (automatic) or a positive number of seconds")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        check_address(value)
+        return value
+
+    @field_validator("collector")
+    @classmethod
+    def _collector(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be a URL: http://HOST:PORT or https://HOST:PORT")
+        return value
+
+    @field_validator("service_cidrs")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for cidr in filter(None, (c.strip() for c in value.split(","))):
             try:
                 ipaddress.ip_network(cidr, strict=False)
             except ValueError:
-                raise ConfigError(f"service-cidrs: {cidr!r} is not a CIDR range: give ranges like 10.96.0.0/12, "
-                                  "comma-separated") from None
-        if self.watchdog < 0:
-            raise ConfigError(f"watchdog must be 0 (automatic) or a positive number of seconds, not {self.watchdog}")
+                raise ValueError(f"{cidr!r} is not a CIDR range: give ranges like 10.96.0.0/12, "
+                                 "comma-separated") from None
+        return value
+
+    @model_validator(mode="after")
+    def _together(self) -> AgentConfig:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls-cert and tls-key go together: give both, or neither")
         if self.idle_grace < self.interval:
-            raise ConfigError("idle-grace must be at least one interval")
+            raise ValueError("idle-grace must be at least one interval")
+        self.node = self.node or socket.gethostname()
+        self.instance_id = self.instance_id or self.node
         return self
 
 
-_FIELDS = {f.name: f for f in fields(AgentConfig)}
-
-
-def env_name(name: str) -> str:
-    return "FLOWLENS_" + name.upper()
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    kind = type(getattr(AgentConfig(node="x"), name))
-    try:
-        if kind is bool and isinstance(value, str):
-            if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("1", "true", "yes")
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name} must be a {kind.__name__}, got {value!r}") from None
-
-
-def load(path: Path | None, overrides: dict[str, Any], environ: dict[str, str] | None = None) -> AgentConfig:
-    """Merge the layers; ``overrides`` are the flags the user actually gave."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        values.update(_from_yaml(path))
-    environ = os.environ if environ is None else environ
-    for name in _FIELDS:
-        if env_name(name) in environ:
-            values[name] = _coerce(name, environ[env_name(name)], f"environment {env_name(name)}")
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return AgentConfig(**values).validate()
-
-
-def _from_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must be a mapping of settings")
-    out = {}
-    for key, value in data.items():
-        name = str(key).replace("-", "_")
-        if name not in _FIELDS:
-            raise ConfigError(f"config file {path}: unknown setting {key!r} (known: "
-                              + ", ".join(n.replace("_", "-") for n in _FIELDS) + ")")
-        out[name] = _coerce(name, value, f"config file {path}")
-    return out
+def load(path: Path | None, flags: dict[str, Any]) -> AgentConfig:
+    """Defaults, then the YAML file, then the environment, then the flags the user gave."""
+    return AgentConfig.load(path, flags)

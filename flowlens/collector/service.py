@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowlens.collector.config import CollectorConfig
 from flowlens.collector.enrich.cloud import CloudRanges
 from flowlens.collector.enrich.enricher import Enricher, parse_cidrs
 from flowlens.collector.enrich.inventory import Inventory
@@ -27,28 +28,6 @@ log = logging.getLogger(__name__)
 INGEST_WORKERS = 2
 ENV_TOKENS = "FLOWLENS_COLLECTOR_TOKENS"  # comma-separated writers' tokens
 ENV_READ_TOKENS = "FLOWLENS_COLLECTOR_READ_TOKENS"
-
-
-@dataclass(slots=True)
-class CollectorConfig:
-    address: str = "127.0.0.1"
-    port: int = 9102
-    store: str = "flowlens.duckdb"
-    tokens: tuple[str, ...] = ()  # agents' (write) tokens, given as flags: reports and events
-    token_files: tuple[str, ...] = ()  # the same, from files (one token a line)
-    read_tokens: tuple[str, ...] = ()  # readers' tokens: queries, console; none: the write tokens read too
-    read_token_files: tuple[str, ...] = ()
-    max_report_age: float = 0.0  # seconds; 0: the store's raw retention
-    max_clock_skew: float = 300.0
-    inventory_file: str = ""
-    kubernetes: bool = False
-    kubeconfig: str = ""
-    ip_ranges: str = ""
-    region: str = ""
-    vpc_cidrs: str = ""
-    instance_bandwidth: str = ""  # a file of `instance-type: Gbps` over the shipped AWS table
-    rollup_every: float = 30.0
-    retention_every: float = 3600.0
 
 
 INGEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

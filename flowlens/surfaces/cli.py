@@ -30,6 +30,7 @@ from flowlens.agent.sampler import Sampler
 from flowlens.model.errors import ConfigError, FlowlensError
 from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import flows_table, output_console
+from flowlens.surfaces.settings_cli import settings_markdown, with_settings
 
 app = typer.Typer(
     name="flowlens",
@@ -54,96 +55,15 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks a
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML file of agent settings "
                                                 "(keys as the long flags: port, interval, max-flow-series, ...).",
                                                 envvar=ENV + "CONFIG")]
-PortOpt = Annotated[int | None, typer.Option("--port", "-p", help="Port of the /metrics endpoint (default 9101; env "
-                                             "FLOWLENS_PORT).", show_default=False)]
-AddressOpt = Annotated[str | None, typer.Option("--address", help="Address to listen on (default 0.0.0.0; env "
-                                                "FLOWLENS_ADDRESS).", show_default=False)]
-IntervalOpt = Annotated[float | None, typer.Option("--interval", "-i", help="Seconds between collection cycles "
-                                                   "(default 5; env FLOWLENS_INTERVAL).", show_default=False)]
-MaxSeriesOpt = Annotated[int | None, typer.Option("--max-flow-series", help="Flows with series of their own; the "
-                                                  "rest of each namespace is folded into remote_ip=\"other\" "
-                                                  "(default 500; env FLOWLENS_MAX_FLOW_SERIES).",
-                                                  show_default=False)]
-GraceOpt = Annotated[float | None, typer.Option("--idle-grace", help="Seconds a flow may stay idle before its "
-                                                "series is removed (default 300; env FLOWLENS_IDLE_GRACE).",
-                                                show_default=False)]
-AllNsOpt = Annotated[bool | None, typer.Option("--all-namespaces/--host-only", help="Watch every network "
-                                               "namespace, or only the agent's own (default all; env "
-                                               "FLOWLENS_ALL_NAMESPACES).", show_default=False)]
-NamespacesOpt = Annotated[str | None, typer.Option("--namespaces", help="Comma-separated glob patterns of "
-                                                  "namespace labels to watch besides the agent's own, e.g. "
-                                                  "'cni-*' (default: every namespace; env FLOWLENS_NAMESPACES).",
-                                                  show_default=False)]
-NodeOpt = Annotated[str | None, typer.Option("--node", help="Node name for the reference-compatible metrics "
-                                             "(default hostname; env FLOWLENS_NODE).", show_default=False)]
-InstanceOpt = Annotated[str | None, typer.Option("--instance-id", help="instance_id label (default node name; env "
-                                                 "FLOWLENS_INSTANCE_ID).", show_default=False)]
-
-
-AllowanceOpt = Annotated[str | None, typer.Option("--allowance-qdiscs", help="Report a shaper's drops as ENA "
-                                                  "allowance statistics where the node has no ENA, e.g. "
-                                                  "bw_in_allowance_exceeded=ifb0:eth0,bw_out_allowance_exceeded=eth0 "
-                                                  "(env FLOWLENS_ALLOWANCE_QDISCS).", show_default=False)]
-
-
-CollectorOpt = Annotated[str | None, typer.Option("--collector", help="Collector URL to send each interval's "
-                                                  "report to, e.g. http://collector:9102 (env FLOWLENS_COLLECTOR).",
-                                                  show_default=False)]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token for the collector, on the command line "
-                                              "(visible to local users in /proc: prefer --token-file or env "
-                                              "FLOWLENS_AGENT_TOKEN).", show_default=False)]
-TokenFileOpt = Annotated[str | None, typer.Option("--token-file", help="File holding the collector's bearer token, "
-                                                  "re-read when it changes (env FLOWLENS_TOKEN_FILE).",
-                                                  show_default=False)]
-CollectorCaOpt = Annotated[str | None, typer.Option("--collector-ca", help="CA bundle to check an https collector's "
-                                                    "certificate (env FLOWLENS_COLLECTOR_CA).", show_default=False)]
-MetricsTokenOpt = Annotated[str | None, typer.Option("--metrics-token-file", help="File of tokens (one a line) that "
-                                                     "/metrics and /flows require as 'Authorization: Bearer'; also "
-                                                     "env FLOWLENS_AGENT_METRICS_TOKENS. None: open (keep the port "
-                                                     "behind a NetworkPolicy).", show_default=False)]
-TlsCertOpt = Annotated[str | None, typer.Option("--tls-cert", help="Serve /metrics over HTTPS with this certificate "
-                                                "(PEM; env FLOWLENS_TLS_CERT).", show_default=False)]
-TlsKeyOpt = Annotated[str | None, typer.Option("--tls-key", help="Private key of --tls-cert (PEM; env "
-                                               "FLOWLENS_TLS_KEY).", show_default=False)]
-WatchdogOpt = Annotated[float | None, typer.Option("--watchdog", help="Seconds a collection cycle may take before "
-                                                   "/healthz reports the agent stuck (default max(10, 2 × interval); "
-                                                   "env FLOWLENS_WATCHDOG).", show_default=False)]
-SpoolOpt = Annotated[str | None, typer.Option("--spool-dir", help="Where undelivered reports wait (default "
-                                              "/var/lib/flowlens/spool; env FLOWLENS_SPOOL_DIR).", show_default=False)]
-SpoolMaxOpt = Annotated[int | None, typer.Option("--spool-max-bytes", help="Bound of the spool; the oldest reports "
-                                                 "are dropped (and counted) past it (default 64 MiB; env "
-                                                 "FLOWLENS_SPOOL_MAX_BYTES).", show_default=False)]
-ServiceCidrsOpt = Annotated[str | None, typer.Option("--service-cidrs", help="ClusterIP ranges whose connections "
-                                                     "are resolved to the backend reached, through conntrack "
-                                                     "(default 10.96.0.0/12,172.20.0.0/16; env "
-                                                     "FLOWLENS_SERVICE_CIDRS).", show_default=False)]
-
-
-def _config(config: Path | None, **flags: Any) -> AgentConfig:
-    return load(config, flags)
-
-
 @app.command()
-def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
-          max_flow_series: MaxSeriesOpt = None, idle_grace: GraceOpt = None, all_namespaces: AllNsOpt = None,
-          namespaces: NamespacesOpt = None, node: NodeOpt = None, instance_id: InstanceOpt = None,
-          allowance_qdiscs: AllowanceOpt = None, collector: CollectorOpt = None, token: TokenOpt = None,
-          spool_dir: SpoolOpt = None, spool_max_bytes: SpoolMaxOpt = None,
-          service_cidrs: ServiceCidrsOpt = None, token_file: TokenFileOpt = None, collector_ca: CollectorCaOpt = None,
-          metrics_token_file: MetricsTokenOpt = None, tls_cert: TlsCertOpt = None, tls_key: TlsKeyOpt = None,
-          watchdog: WatchdogOpt = None) -> None:
+@with_settings(AgentConfig)
+def agent(flags: dict[str, Any], config: ConfigOpt = None) -> None:
     """Run the per-node agent: account every TCP flow and serve /metrics.
 
     Counting starts at start-up: connections already open are counted only for what they
     transfer afterwards.
     """
-    cfg = _config(config, port=port, address=address, interval=interval, max_flow_series=max_flow_series,
-                  idle_grace=idle_grace, all_namespaces=all_namespaces, namespaces=namespaces, node=node,
-                  instance_id=instance_id,
-                  allowance_qdiscs=allowance_qdiscs, collector=collector, token=token, spool_dir=spool_dir,
-                  spool_max_bytes=spool_max_bytes, service_cidrs=service_cidrs, token_file=token_file,
-                  collector_ca=collector_ca, metrics_token_file=metrics_token_file, tls_cert=tls_cert,
-                  tls_key=tls_key, watchdog=watchdog)
+    cfg = load(config, flags)
     logging.getLogger("flowlens").setLevel(logging.DEBUG if _state["debug"] else logging.INFO)
     private_files()
     with serving(cfg) as runner:
@@ -154,7 +74,8 @@ def agent(config: ConfigOpt = None, port: PortOpt = None, address: AddressOpt = 
 
 
 @app.command()
-def live(port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt = None,
+@with_settings(AgentConfig, only=("port", "address", "interval"))
+def live(flags: dict[str, Any],
          limit: Annotated[int, typer.Option("--limit", "-n", help="Rows in the table.")] = 20,
          duration: Annotated[float, typer.Option("--duration", help="Stop after this many seconds (0: run until "
                                                  "interrupted).")] = 0.0) -> None:
@@ -162,7 +83,7 @@ def live(port: PortOpt = None, address: AddressOpt = None, interval: IntervalOpt
 
     /metrics is served as by `flowlens agent` while the table refreshes every interval.
     """
-    cfg = _config(None, port=port, address=address, interval=interval)
+    cfg = load(None, flags)
     deadline = time.monotonic() + duration if duration else None
     with serving(cfg) as runner, Live(console=Console(), auto_refresh=False) as view:
         err_console.print(f"flowlens agent: metrics at http://{cfg.address}:{cfg.port}/metrics, "
@@ -322,6 +243,14 @@ def signals(url: Annotated[str, typer.Argument(help="Prometheus endpoint of an i
         return
     for key, value in summary.items():
         output_console().print(f"{key:<28} {value if not isinstance(value, float) else f'{value:.4g}'}")
+
+
+@app.command("settings-doc")
+def settings_doc() -> None:
+    """Print the settings reference (docs/settings.md) of the agent and the collector."""
+    from flowlens.collector.service import CollectorConfig
+    typer.echo(settings_markdown(("Agent (`flowlens agent`)", AgentConfig),
+                                 ("Collector (`flowlens collector`)", CollectorConfig)), nl=False)
 
 
 @app.command("metrics-doc")

@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -21,8 +22,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flowlens.collector.config import CollectorConfig
 from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import human_bytes, output_console
+from flowlens.surfaces.settings_cli import with_settings
 
 ENV = "FLOWLENS_"
 DEFAULT_COLLECTOR = "http://127.0.0.1:9102"
@@ -56,19 +59,14 @@ def serve_collector(config: Any, extra_sockets: tuple[Any, ...] = (), tls: Any =
                     limits: Any = None) -> RunningCollector:
     """Start a collector in this process (its API on a thread); ``extra_sockets`` are listening
     sockets opened elsewhere (another network namespace) that serve the same API."""
-    from flowlens.collector.enrich.enricher import parse_cidrs
     from flowlens.collector.service import Collector, check_tokens
     from flowlens.collector.store.duckdb import DuckDBStore
-    from flowlens.model.errors import ConfigError
     from flowlens.surfaces.api import create_app
-    from flowlens.web.server import Limits, bind, serve
+    from flowlens.web.server import Limits, Tls, bind, serve
 
-    limits = limits or Limits()
+    limits = limits or Limits(config.header_timeout, config.body_timeout, config.max_connections)
+    tls = tls or Tls(config.tls_cert, config.tls_key)
     check_tokens(config)
-    try:
-        parse_cidrs(config.vpc_cidrs)
-    except ValueError as err:
-        raise ConfigError(f"vpc-cidrs: {err}: give CIDR ranges like 10.20.0.0/16, comma-separated") from None
     bind(config.address, config.port).close()  # a taken port or a foreign address: one clear line, before the store
     collector = Collector(config, DuckDBStore(config.store))
     try:
@@ -97,64 +95,16 @@ def run_until_signalled(running: RunningCollector, also: Any = None) -> None:
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def collector(
-        address: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface).",
-                                             envvar=ENV + "COLLECTOR_ADDRESS")] = "127.0.0.1",
-        port: Annotated[int, typer.Option(help="Port of the API.", envvar=ENV + "COLLECTOR_PORT", min=1, max=65535)]
-        = 9102,
-        store: Annotated[str, typer.Option(help="DuckDB file of the flow store.", envvar=ENV + "STORE")]
-        = "flowlens.duckdb",
-        token_file: Annotated[list[str] | None, typer.Option(
-            help="File of tokens agents must present to send reports and events, one a line (repeatable); re-read "
-                 "when it changes. Also env FLOWLENS_COLLECTOR_TOKENS (comma-separated). None: open.",
-            envvar=ENV + "COLLECTOR_TOKEN_FILE")] = None,
-        read_token_file: Annotated[list[str] | None, typer.Option(
-            help="File of tokens readers (CLI, console, Prometheus) present for everything else but /healthz; "
-                 "also env FLOWLENS_COLLECTOR_READ_TOKENS. None: the agents' tokens read too.",
-            envvar=ENV + "COLLECTOR_READ_TOKEN_FILE")] = None,
-        token: Annotated[list[str] | None, typer.Option(help="A token on the command line (visible to local users "
-                                                         "in /proc: prefer --token-file).")] = None,
-        tls_cert: Annotated[str, typer.Option(help="Serve HTTPS with this certificate (PEM).")] = "",
-        tls_key: Annotated[str, typer.Option(help="Private key of --tls-cert (PEM).")] = "",
-        inventory_file: Annotated[str, typer.Option(help="Inventory in `kubectl get -o json` shape, reloaded when "
-                                                    "it changes.", envvar=ENV + "INVENTORY_FILE")] = "",
-        kubernetes: Annotated[bool, typer.Option(help="Watch the Kubernetes API (in-cluster or kubeconfig).")]
-        = False,
-        kubeconfig: Annotated[str, typer.Option(help="Kubeconfig for --kubernetes.")] = "",
-        ip_ranges: Annotated[str, typer.Option(help="Cloud IP ranges (AWS ip-ranges.json format): path or URL.",
-                                               envvar=ENV + "IP_RANGES")] = "",
-        region: Annotated[str, typer.Option(help="The cluster's region (for INTER_REGION).", envvar=ENV + "REGION")]
-        = "",
-        vpc_cidrs: Annotated[str, typer.Option(help="Peer VPC ranges, comma-separated (for INTER_VPC).")] = "",
-        instance_bandwidth: Annotated[str, typer.Option(help="YAML file of `instance-type: Gbps` lines that replace or "
-                                                    "add to the shipped table of AWS instance bandwidths.",
-                                                    envvar=ENV + "INSTANCE_BANDWIDTH")] = "",
-        max_report_age: Annotated[float, typer.Option(help="Refuse reports older than this many seconds (422, the "
-                                                      "agent keeps them); 0: the raw retention, 7 days.",
-                                                      min=0)] = 0.0,
-        max_clock_skew: Annotated[float, typer.Option(help="Refuse reports ending more than this many seconds "
-                                                      "ahead of the collector's clock (422).", min=0)] = 300.0,
-        max_connections: Annotated[int, typer.Option(help="Open connections served at once; more get 503.",
-                                                     min=1, max=100_000)] = 1024,
-        header_timeout: Annotated[float, typer.Option(help="Seconds a connection may take to send a request's "
-                                                      "headers (or stay idle between requests).", min=0.1)] = 10.0,
-        body_timeout: Annotated[float, typer.Option(help="Seconds a request body may stall.", min=0.1)] = 30.0,
-    ) -> None:
+    @with_settings(CollectorConfig)
+    def collector(flags: dict[str, Any], config: Annotated[Path | None, typer.Option(
+            "--config", "-c", help="YAML file of collector settings (keys as the long flags: port, store, ...).",
+            envvar=ENV + "COLLECTOR_CONFIG")] = None) -> None:
         """Run the collector: receive agent reports, enrich them, store them, answer queries."""
-        from flowlens.collector.service import CollectorConfig
-        from flowlens.web.server import Limits, Tls
-
+        settings = CollectorConfig.load(config, flags)
         logging.getLogger("flowlens").setLevel(logging.INFO)
         private_files()
-        config = CollectorConfig(address=address, port=port, store=store, tokens=tuple(token or ()),
-                                 token_files=tuple(token_file or ()), read_token_files=tuple(read_token_file or ()),
-                                 inventory_file=inventory_file, kubernetes=kubernetes, kubeconfig=kubeconfig,
-                                 ip_ranges=ip_ranges, region=region, vpc_cidrs=vpc_cidrs,
-                                 instance_bandwidth=instance_bandwidth,
-                                 max_report_age=max_report_age, max_clock_skew=max_clock_skew)
-        running = serve_collector(config, tls=Tls(tls_cert, tls_key),
-                                  limits=Limits(header_timeout, body_timeout, max_connections))
-        log.info("collector listening on %s (API docs at /docs), store %s", running.url, store)
+        running = serve_collector(settings)
+        log.info("collector listening on %s (API docs at /docs), store %s", running.url, settings.store)
         run_until_signalled(running)
 
     @app.command()
@@ -170,7 +120,6 @@ def register(app: typer.Typer) -> None:
         """Watch this host: an agent and a collector with the embedded store, in one process."""
         from flowlens.agent.config import load
         from flowlens.agent.runtime import serving
-        from flowlens.collector.service import CollectorConfig
 
         logging.getLogger("flowlens").setLevel(logging.INFO)
         private_files()
