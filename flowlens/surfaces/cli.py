@@ -253,6 +253,13 @@ def settings_doc() -> None:
                                  ("Collector (`flowlens collector`)", CollectorConfig)), nl=False)
 
 
+@app.command("report-schema-doc")
+def report_schema_doc() -> None:
+    """Print the agent → collector report's reference (docs/report-schema.md)."""
+    from flowlens.surfaces.report_doc import report_schema_markdown
+    typer.echo(report_schema_markdown(), nl=False)
+
+
 @app.command("metrics-doc")
 def metrics_doc() -> None:
     """Print the reference of every exported metric (Markdown), as docs/metrics.md holds it."""

@@ -18,3 +18,23 @@ def test_metric_names_follow_the_conventions():
             assert spec.name.endswith("_total"), spec.name
         if spec.kind != "untyped":
             assert spec.name.startswith("flowlens_"), spec.name
+
+
+def test_report_schema_doc_is_up_to_date():
+    from flowlens.surfaces.report_doc import report_schema_markdown
+    assert (ROOT / "docs" / "report-schema.md").read_text() == report_schema_markdown(), \
+        "regenerate with: .venv/bin/flowlens report-schema-doc > docs/report-schema.md"
+
+
+def test_report_schema_doc_names_every_field_and_counter():
+    import msgspec.inspect as mi
+
+    from flowlens.model.report import FlowRecord, InterfaceDelta, Report
+    from flowlens.model.vocabulary import FLOW_COUNTERS, NODE_COUNTERS
+    from flowlens.surfaces.report_doc import report_schema_markdown
+    text = report_schema_markdown()
+    for struct in (Report, FlowRecord, InterfaceDelta):
+        for field in mi.type_info(struct).fields:
+            assert f"| `{field.name}` |" in text, field.name
+    for counter in (*FLOW_COUNTERS, *NODE_COUNTERS):
+        assert counter.source in text and counter.help in text
