@@ -44,7 +44,8 @@ MEANING = {
     "server_port": "The server's port.", "protocol": "Always tcp.",
     "service_ip": "The ClusterIP the client connected to, when it did.",
     "own": "flowlens's own traffic (reports, scrapes): never a workload's.",
-    "AgentInfo.node": "The node's name.", "iface": "The interface's name.", "interfaces": "One row per uplink interface.",
+    "AgentInfo.node": "The node's name.", "iface": "The interface's name.",
+    "interfaces": "One row per uplink interface.",
 }
 
 
