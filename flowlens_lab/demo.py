@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from flowlens.surfaces.collector_cli import print_diagnosis
+from flowlens.model.findings import Diagnosis
+from flowlens.surfaces.collector_cli import answer, print_diagnosis
 from flowlens_lab import lab
 from flowlens_lab import state as lab_state
 from flowlens_lab.loadgen import send
@@ -75,7 +76,7 @@ class Demo:
         if self.as_json:
             return
         self.console.rule(name)
-        print_diagnosis(self.console, body, f"{since:.0f}s")
+        print_diagnosis(self.console, answer(body, Diagnosis, COLLECTOR), f"{since:.0f}s")
         for key, value in extra.items():
             self.console.print(f"{key}: {value}")
 

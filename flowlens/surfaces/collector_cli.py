@@ -17,12 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
+import msgspec
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from flowlens import __version__
 from flowlens.collector.config import CollectorConfig
+from flowlens.model.errors import FlowlensError
+from flowlens.model.findings import Diagnosis, PathHealth
+from flowlens.model.queries import Endpoint, FlowRow, MapNode, ServiceMap
 from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import human_bytes, output_console
 from flowlens.surfaces.settings_cli import with_settings
@@ -148,7 +153,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
             return
-        print_diagnosis(output_console(), body, since)
+        print_diagnosis(output_console(), answer(body, Diagnosis, collector_url), since)
 
     @app.command()
     def health(collector_url: CollectorUrl = DEFAULT_COLLECTOR, since: SinceOpt = "10m",
@@ -159,12 +164,11 @@ def register(app: typer.Typer) -> None:
             sys.stdout.write(json.dumps(body, indent=2) + "\n")
             return
         console = output_console()
-        console.print(f"network health over the last {since}: [bold]{body['health']}[/] "
-                      f"({'network-side problem' if body['health'] else 'healthy'})")
-        for path in body["paths"]:
-            ev = path["evidence"]
-            console.print(f"  {path['health']}  {escape(path['path'])}  loss {ev['loss_rate']:.2%}  rto {ev['rto']}  "
-                          f"failed {ev['connections_failed']}/{ev['connection_attempts']}")
+        health = answer(body["health"], int, collector_url)
+        console.print(f"network health over the last {since}: [bold]{health}[/] "
+                      f"({'network-side problem' if health else 'healthy'})")
+        for path in answer(body["paths"], list[PathHealth], collector_url):
+            console.print(f"  {path.health}  {escape(path.path)}  {_path_numbers(path.evidence)}")
 
     @app.command("map")
     def service_map(
@@ -179,11 +183,12 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("from", "to", "category", "bytes →", "bytes ←", "retrans", "ooo", "rto", "failed", "rtt ms",
                       title=f"service map ({level}, last {since})", title_justify="left")
-        for edge in sorted(body["edges"], key=lambda e: -e["total_bytes"]):
-            table.add_row(_node(edge["source"]), _node(edge["destination"]), edge["category"],
-                          human_bytes(edge["bytes_to_destination"]), human_bytes(edge["bytes_to_source"]),
-                          str(edge["retransmitted_segments"]), str(edge["received_out_of_order"]), str(edge["rto"]),
-                          str(edge["connections_failed"]), _ms(edge.get("rtt_mean_us")))
+        service_map = answer(body, ServiceMap, collector_url)
+        for edge in sorted(service_map.edges, key=lambda e: -e.total_bytes):
+            table.add_row(_node(edge.source), _node(edge.destination), edge.category,
+                          human_bytes(edge.bytes_to_destination), human_bytes(edge.bytes_to_source),
+                          str(edge.retransmitted_segments), str(edge.received_out_of_order), str(edge.rto),
+                          str(edge.connections_failed), _ms(edge.rtt_mean_us))
         output_console().print(table)
 
     @app.command()
@@ -204,33 +209,54 @@ def register(app: typer.Typer) -> None:
             return
         table = Table("client", "server", "port", "category", "bytes", "retrans", "ooo", "rto", "failed", "rtt ms",
                       title=f"top flows by {by} ({view or 'all views'}, last {since})", title_justify="left")
-        for row in body["flows"]:
-            table.add_row(_end(row["client"]), _end(row["server"]), str(row["server_port"]), row["category"],
-                          human_bytes(row["total_bytes"]), str(row["retransmitted_segments"]),
-                          str(row["received_out_of_order"]), str(row["rto"]), str(row["connections_failed"]),
-                          _ms(row.get("rtt_mean_us")))
+        for row in answer(body["flows"], list[FlowRow], collector_url):
+            table.add_row(_end(row.client), _end(row.server), str(row.server_port), row.category,
+                          human_bytes(row.total_bytes), str(row.retransmitted_segments),
+                          str(row.received_out_of_order), str(row.rto), str(row.connections_failed),
+                          _ms(row.rtt_mean_us))
         output_console().print(table)
 
 
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "green"}
 
 
-def print_diagnosis(console: Console, body: dict[str, Any], since: str) -> None:
-    health = body["health"]
+def print_diagnosis(console: Console, diagnosis: Diagnosis, since: str) -> None:
+    health = diagnosis.health
     console.print(f"[bold]network health[/] over the last {since}: {health} "
                   f"({'a network-side problem' if health else 'no network-side problem'})")
-    if not body["findings"]:
+    if not diagnosis.findings:
         console.print("no findings: the network explains nothing slow in this window")
-    for finding in body["findings"]:
-        style = SEVERITY_STYLE.get(finding["severity"], "")
-        console.print(f"\n[{style}]{finding['severity'].upper()}[/] [bold]{escape(finding['title'])}[/] "
-                      f"[dim]({finding['kind']})[/]")
-        where = "; ".join(f"{k}: {', '.join(v)}" for k, v in finding["where"].items() if v)
+    for finding in diagnosis.findings:
+        style = SEVERITY_STYLE.get(finding.severity, "")
+        console.print(f"\n[{style}]{finding.severity.upper()}[/] [bold]{escape(finding.title)}[/] "
+                      f"[dim]({finding.kind})[/]")
+        where = "; ".join(f"{k}: {', '.join(v)}" for k, v in finding.where.items() if v)
         console.print(f"  where: {escape(where)}")
-        console.print(f"  evidence: {escape(_brief(finding['evidence']))}")
-        if finding["impact"]:
-            console.print(f"  impact: {escape(_brief(finding['impact']))}")
-        console.print(f"  → {escape(finding['recommendation'])}")
+        console.print(f"  evidence: {escape(_brief(finding.evidence))}")
+        if finding.impact:
+            console.print(f"  impact: {escape(_brief(finding.impact))}")
+        console.print(f"  → {escape(finding.recommendation)}")
+    for note in diagnosis.notes:
+        console.print(f"[dim]note: {escape(note)}[/]")
+
+
+def answer(body: Any, record: Any, collector: str) -> Any:
+    """An API answer as the typed records the store returns, or one line saying it does not fit."""
+    try:
+        return msgspec.convert(body, record, strict=False)
+    except msgspec.ValidationError as err:
+        raise FlowlensError(f"the collector at {collector} answered something this flowlens {__version__} does not "
+                            f"read ({err}): are both the same version?") from None
+
+
+def _path_numbers(evidence: dict[str, Any]) -> str:
+    """A path's evidence in a line: losses, timeouts, RTT against its usual, degraded flows."""
+    parts = [f"loss {evidence.get('loss_rate', 0.0):.2%}", f"rto {evidence.get('rto', 0)}"]
+    if evidence.get("rtt_ms") is not None:
+        usual = evidence.get("usual_rtt_ms")
+        parts.append(f"rtt {evidence['rtt_ms']:g} ms" + (f" (usually {usual:g})" if usual is not None else ""))
+    parts.append(f"degraded flows {evidence.get('degraded_flows', 0)}/{evidence.get('flows', 0)}")
+    return "  ".join(parts)
 
 
 def _brief(values: dict[str, Any]) -> str:
@@ -273,24 +299,24 @@ def _ask(method: str, base: str, path: str, **request: Any) -> Any:
     return response.json()
 
 
-def _node(node: dict[str, Any]) -> str:
-    name = node["name"]
-    if node.get("namespace"):
-        name = f"{node['namespace']}/{name}"
-    if node.get("region"):
-        name = f"{name} ({node['region']})"
+def _node(node: MapNode) -> str:
+    name = node.name
+    if node.namespace:
+        name = f"{node.namespace}/{name}"
+    if node.region:
+        name = f"{name} ({node.region})"
     return escape(name)
 
 
-def _end(end: dict[str, Any]) -> str:
-    if end.get("workload"):
-        text = f"{end.get('namespace')}/{end['workload']}"
-        if end.get("pod"):
-            text += f" ({end['pod']})"
-    elif end.get("cloud_service"):
-        text = f"{end['cloud_service']} {end.get('region') or ''} {end['ip']}"
+def _end(end: Endpoint) -> str:
+    if end.workload:
+        text = f"{end.namespace}/{end.workload}"
+        if end.pod:
+            text += f" ({end.pod})"
+    elif end.cloud_service:
+        text = f"{end.cloud_service} {end.region or ''} {end.ip}"
     else:
-        text = end["ip"]
+        text = end.ip
     return escape(text.strip())
 
 
