@@ -87,6 +87,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("flowlens_agent_spool_bytes", "gauge", (), "Bytes of the reports waiting in the spool."),
     MetricSpec("flowlens_agent_spool_dropped_total", "counter", (),
                "Undelivered reports dropped, oldest first, to keep the spool under its bound."),
+    MetricSpec("flowlens_agent_service_lookups_total", "counter", ("result",),
+               "Conntrack lookups of connections to a ClusterIP, by result: resolved (to the backend reached) "
+               "or unresolved (no NAT entry, or conntrack failed: the flow keeps the ClusterIP)."),
     MetricSpec("flowlens_agent_flow_series", "gauge", (), "Flows that have series of their own."),
     MetricSpec("flowlens_agent_cycles_total", "counter", (), "Collection cycles completed."),
     MetricSpec("flowlens_interface_receive_bytes_total", "counter", ("netns", "iface", "kind"),

@@ -103,7 +103,11 @@ class SelfStats:
         for netns, (count, bytes_estimate) in sampler.unattributed().items():
             connections.add_metric([netns], count)
             estimate.add_metric([netns], round(bytes_estimate))
-        return [*out, connections, estimate, *reporter_families(reporter)]
+        lookups = family("flowlens_agent_service_lookups_total")
+        if sampler.services is not None:
+            lookups.add_metric(["resolved"], sampler.services.resolved)
+            lookups.add_metric(["unresolved"], sampler.services.lookups - sampler.services.resolved)
+        return [*out, connections, estimate, lookups, *reporter_families(reporter)]
 
 
 def endpoints_of(url: str) -> set[tuple[str, int]]:
