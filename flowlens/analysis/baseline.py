@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flowlens.analysis.context import Context
+from flowlens.analysis.context import PATH_FIELDS, Context
 from flowlens.model.queries import FlowRow
 
 HISTORY_SECONDS = 3600.0
@@ -24,7 +24,7 @@ MIN_SAMPLES = 1  # one sample is already a smoothed RTT: many ACKs
 def history_rtt(ctx: Context, path: Callable[[FlowRow], str | None]) -> dict[str, float]:
     """Each path's mean RTT in microseconds over the hour before the window, the path of a flow
     given by ``path``."""
-    return _means(ctx.rows_between(max(0.0, ctx.start - HISTORY_SECONDS), ctx.start), path)
+    return _means(ctx.grouped(PATH_FIELDS, max(0.0, ctx.start - HISTORY_SECONDS), ctx.start), path)
 
 
 def usual_rtt(ctx: Context, path: Callable[[FlowRow], str | None]) -> dict[str, float]:
@@ -32,7 +32,7 @@ def usual_rtt(ctx: Context, path: Callable[[FlowRow], str | None]) -> dict[str, 
     usual = history_rtt(ctx, path)
     quietest: dict[str, float] = {}
     for bucket in ctx.buckets():
-        for name, mean in _means(ctx.rows_between(*bucket), path).items():
+        for name, mean in _means(ctx.grouped(PATH_FIELDS, *bucket), path).items():
             quietest[name] = min(mean, quietest.get(name, mean))
     return {**quietest, **usual}
 

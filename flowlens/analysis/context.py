@@ -21,6 +21,10 @@ from flowlens.model.queries import FlowFilter, FlowRow, TopBy, View
 from flowlens.model.vocabulary import Category
 
 MAX_ROWS = 20_000  # flows read per query, the lossiest first
+MAX_GROUPS = 100_000  # rows of a grouped query (zones, workloads): far more than any cluster has
+# What a path (a zone pair, a zone and a cloud service or the internet) is made of: rows grouped
+# by these fields are the paths' totals over every flow (see ``localize.path_of``).
+PATH_FIELDS = frozenset({"zone", "cloud_service", "region", "service"})
 BUCKET_SECONDS = 10.0  # detection granularity: two report intervals at the default 5 s
 RECENT_SECONDS = 60.0  # the last minute of a window is always looked at in buckets that short
 MAX_BUCKETS = 24  # the rest of it in at most this many
@@ -37,6 +41,7 @@ class Context:
     cost_per_gb_each_way: float = 0.01
     notes: list[str] = field(default_factory=list)
     _rows: dict[tuple[float, float, str | None], list[FlowRow]] = field(default_factory=dict)
+    _grouped: dict[tuple[frozenset[str], float, float, str | None], list[FlowRow]] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -58,6 +63,20 @@ class Context:
             self._rows[key] = [row for row in rows if row.category != Category.FLOWLENS]
         return self._rows[key]
 
+    def grouped(self, keep: frozenset[str], start: float | None = None, end: float | None = None,
+                view: View | None = None) -> list[FlowRow]:
+        """Every flow of [start, end) (the window by default), summed by the ``keep`` fields of
+        each end: totals over all the data, whatever the number of flows."""
+        start, end = self.start if start is None else start, self.end if end is None else end
+        key = (keep, start, end, view)
+        if key not in self._grouped:
+            rows = self.store.flow_table(self.filter(start, end), view, TopBy.BYTES, MAX_GROUPS, keep)
+            if len(rows) == MAX_GROUPS:
+                self.notes.append(f"more than {MAX_GROUPS} groups of flows by {', '.join(sorted(keep))}: the "
+                                  f"{MAX_GROUPS} with the most bytes were read")
+            self._grouped[key] = [row for row in rows if row.category != Category.FLOWLENS]
+        return self._grouped[key]
+
     def buckets(self) -> list[tuple[float, float]]:
         """The window cut in buckets: its last minute in BUCKET_SECONDS ones (a fault that just
         started shows within two report intervals, however long the window), the rest in at
@@ -73,14 +92,6 @@ class Context:
             edges.append((max(self.start, t - size), t))
             t -= size
         return sorted(edges)
-
-    @cached_property
-    def cluster_rows(self) -> list[FlowRow]:
-        return self.rows_between(self.start, self.end, View.CLUSTER)
-
-    @cached_property
-    def aws_rows(self) -> list[FlowRow]:
-        return self.rows_between(self.start, self.end, View.AWS)
 
     @cached_property
     def all_rows(self) -> list[FlowRow]:

@@ -209,6 +209,14 @@ class Endpoint:
     region: str | None = None
 
 
+# What a flow-table row can be grouped by: each end's fields, and the server's port. The
+# default, all of them, is one row per flow; fewer fields sum the flows that share them (the
+# others are None in the answer, "" for an address, 0 for the port), so a question about zones
+# or workloads is answered over every flow, never over the top rows of a long table.
+END_GROUP_FIELDS = ("ip", "pod", "namespace", "workload", "service", "node", "zone", "cloud_service", "region")
+PER_FLOW: frozenset[str] = frozenset((*END_GROUP_FIELDS, "server_port"))
+
+
 @dataclass(frozen=True, slots=True)
 class FlowRow:
     """One flow of the flow table: (client, server, server port, category) over the range;

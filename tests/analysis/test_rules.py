@@ -447,3 +447,19 @@ def test_latency_without_history_or_within_the_usual_says_nothing():
     events = EventLog()
     events.add([latency(3.5, 2), latency(0.5, 2, workload="other"), latency(0.45, 30, workload="other")])
     assert not [f for f in run(clean_cluster(), events=events).findings if f.kind == "slow_inference"]
+
+
+def test_totals_are_over_every_flow_when_flows_are_read_one_by_one_only_in_part(monkeypatch):
+    """More flows than the diagnosis reads one by one: zone totals, the inter-AZ share and the
+    paths' numbers still sum every flow (the store groups them), and the answer says what was cut."""
+    from flowlens.analysis import context
+    monkeypatch.setattr(context, "MAX_ROWS", 5)
+    clients = [pod(f"ui-{i}", "ui", "client-ui", "node-b1", "us-east-1b", f"10.2.1.{100 + i}") for i in range(30)]
+    rows = [traffic(c, RT_A, 8080, category="INTER_AZ") for c in clients]
+    result = run(rows)
+    cross = next(f for f in result.findings if f.kind == "cross_zone_traffic")
+    assert cross.evidence["inter_az_bytes"] == cross.evidence["total_bytes"] == 30 * 1_100_000
+    path = next(p for p in result.paths if p.path == "us-east-1a ↔ us-east-1b")
+    assert (path.evidence["segments"], path.evidence["lost_segments"], path.evidence["rto"]) == (30 * 2000, 0, 0)
+    assert path.evidence["flows"] == 5, "flows counted among those read one by one"
+    assert any(note.startswith("more than 5 flows between") for note in result.notes)

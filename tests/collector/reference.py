@@ -13,7 +13,17 @@ from typing import Any
 
 from flowlens.model.identity import client_side, end_of, map_node
 from flowlens.model.predicates import all_of, evaluate
-from flowlens.model.queries import QUERY_COUNTERS, Edge, Endpoint, FlowFilter, FlowRow, MapLevel, View
+from flowlens.model.queries import (
+    END_GROUP_FIELDS,
+    PER_FLOW,
+    QUERY_COUNTERS,
+    Edge,
+    Endpoint,
+    FlowFilter,
+    FlowRow,
+    MapLevel,
+    View,
+)
 from flowlens.model.views import COUNTS_TRAFFIC, filter_predicate, view_predicate
 from flowlens.model.vocabulary import OWNED_COUNTERS
 
@@ -63,22 +73,36 @@ def service_map(rows: list[dict[str, Any]], flt: FlowFilter, level: MapLevel) ->
             for k in sums for src, dst, cat in [k]}
 
 
-ENDPOINT = ("ip", "pod", "namespace", "workload", "node", "zone", "cloud_service", "region")
+ENDPOINT = END_GROUP_FIELDS
 
 
-def flow_table(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None) -> list[FlowRow]:
+def _end(row: dict[str, Any], side: str, keep: frozenset[str]) -> tuple:
+    return tuple(row[f"{side}_{n}"] if n in keep else ("" if n == "ip" else None) for n in ENDPOINT)
+
+
+def flow_table(rows: list[dict[str, Any]], flt: FlowFilter, view: View | None,
+               keep: frozenset[str] = PER_FLOW) -> list[FlowRow]:
+    """One row per distinct kept fields; an address's Service (per flow) is the greatest seen."""
+    per_flow = "ip" in keep
     sums: dict[tuple, dict[str, int]] = defaultdict(lambda: dict.fromkeys(SUMS, 0))
     extra: dict[tuple, list] = defaultdict(lambda: [None, None, None])  # client service, server service, rtt max
     for row in _selected(rows, flt, view):
         c, s = client_side(row)
-        key = (tuple(row[f"{c}_{n}"] for n in ENDPOINT), tuple(row[f"{s}_{n}"] for n in ENDPOINT),
-               row["server_port"], row["category"])
+        key = (_end(row, c, keep - {"service"} if per_flow else keep),
+               _end(row, s, keep - {"service"} if per_flow else keep),
+               row["server_port"] if "server_port" in keep else 0, row["category"])
         for name, value in _oriented(row).items():
             sums[key][name] += value
         e = extra[key]
-        e[0], e[1], e[2] = _max(e[0], row[f"{c}_service"]), _max(e[1], row[f"{s}_service"]), _max(e[2], _rtt(row))
-    return [FlowRow(Endpoint(**dict(zip(ENDPOINT, ce, strict=True)), service=extra[k][0]),
-                    Endpoint(**dict(zip(ENDPOINT, se, strict=True)), service=extra[k][1]), port, cat,
-                    sums[k]["to_server"], sums[k]["to_client"], **{n: sums[k][n] for n in QUERY_COUNTERS},
-                    rtt_max_us=extra[k][2])
-            for k in sums for ce, se, port, cat in [k]]
+        if per_flow:
+            e[0], e[1] = _max(e[0], row[f"{c}_service"]), _max(e[1], row[f"{s}_service"])
+        e[2] = _max(e[2], _rtt(row))
+    out = []
+    for k in sums:
+        ce, se, port, cat = k
+        client, server = dict(zip(ENDPOINT, ce, strict=True)), dict(zip(ENDPOINT, se, strict=True))
+        if per_flow:
+            client["service"], server["service"] = extra[k][0], extra[k][1]
+        out.append(FlowRow(Endpoint(**client), Endpoint(**server), port, cat, sums[k]["to_server"],
+                           sums[k]["to_client"], **{n: sums[k][n] for n in QUERY_COUNTERS}, rtt_max_us=extra[k][2]))
+    return out

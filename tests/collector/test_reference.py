@@ -46,3 +46,23 @@ def test_flow_table(store: DuckDBStore, view: View | None, flt: FlowFilter):
     got = store.flow_table(flt, view, TopBy.BYTES, limit=10_000)
     expected = reference.flow_table(ROWS, flt, view)
     assert sorted(got, key=repr) == sorted(expected, key=repr)
+
+
+GROUPINGS = [frozenset({"zone", "cloud_service", "region", "service"}), frozenset({"namespace", "workload"}),
+             frozenset({"node", "server_port"}), frozenset({"ip"}), frozenset()]
+
+
+@pytest.mark.parametrize("keep", GROUPINGS, ids=lambda k: "+".join(sorted(k)) or "nothing")
+@pytest.mark.parametrize("view", [None, View.CLUSTER])
+def test_flow_table_grouped(store: DuckDBStore, view: View | None, keep: frozenset[str]):
+    got = store.flow_table(FILTERS[0], view, TopBy.BYTES, limit=10_000, keep=keep)
+    expected = reference.flow_table(ROWS, FILTERS[0], view, keep)
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    per_flow = reference.flow_table(ROWS, FILTERS[0], view)
+    assert sum(r.total_bytes for r in got) == sum(r.total_bytes for r in per_flow), "every flow summed once"
+    assert len(got) <= len(per_flow)
+
+
+def test_flow_table_refuses_an_unknown_grouping(store: DuckDBStore):
+    with pytest.raises(ValueError, match=r"cannot be grouped by \['colour'\]"):
+        store.flow_table(FILTERS[0], keep=frozenset({"colour"}))

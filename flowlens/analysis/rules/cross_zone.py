@@ -5,14 +5,17 @@ from __future__ import annotations
 
 from flowlens.analysis.context import Context
 from flowlens.model.findings import Finding
+from flowlens.model.queries import View
 
 MIN_SHARE = 0.2
+BY_WORKLOAD_AND_ZONE = frozenset({"namespace", "workload", "service", "zone"})
 
 
 def findings(ctx: Context) -> list[Finding]:
     pairs: dict[tuple[str, str, str], dict[str, int]] = {}
     zones: dict[tuple[str, str, str], set[str]] = {}
-    for row in ctx.cluster_rows:
+    # Summed by workload, Service and zone in the store: every flow counts, however many there are.
+    for row in ctx.grouped(BY_WORKLOAD_AND_ZONE, view=View.CLUSTER):
         if not (row.client.workload and row.server.workload and row.server.service):
             continue
         key = (f"{row.client.namespace}/{row.client.workload}", f"{row.server.namespace}/{row.server.workload}",

@@ -25,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flowlens.analysis.baseline import slow, usual_rtt
-from flowlens.analysis.context import Context
+from flowlens.analysis.context import PATH_FIELDS, Context
 from flowlens.analysis.localize import Cause, degraded, explain, key, lost, path_of, segments, significant
 from flowlens.analysis.text import count
 from flowlens.model.findings import Finding, PathHealth
@@ -84,8 +84,11 @@ def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, st
     findings = [_finding(ctx, cause, detected) for cause in causes]
     broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
               for p in f.where["paths"]}
-    paths = {p for row in ctx.all_rows if (p := path_of(row))}
-    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p, detected)) for p in sorted(paths)]
+    totals: dict[str, list[FlowRow]] = {}
+    for row in ctx.grouped(PATH_FIELDS):
+        if path := path_of(row):
+            totals.setdefault(path, []).append(row)
+    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p, totals[p], detected)) for p in sorted(totals)]
     return health, findings
 
 
@@ -99,10 +102,12 @@ def _explained(row: FlowRow, nodes: set[str], blocked: set[tuple[str, str]]) -> 
                for name in (row.server.workload, row.server.service) if name)
 
 
-def _path_evidence(ctx: Context, path: str, detected: Detected) -> dict:
-    rows = [row for row in ctx.all_rows if path_of(row) == path]
-    return {**_numbers(rows, detected.usual_rtt.get(path)), "flows": len(rows),
-            "degraded_flows": sum(key(r) in detected.rows for r in rows)}
+def _path_evidence(ctx: Context, path: str, totals: list[FlowRow], detected: Detected) -> dict:
+    """The path's numbers over every flow (``totals``: its rows grouped by PATH_FIELDS); its
+    flows and degraded flows counted among the flows read one by one."""
+    flows = [row for row in ctx.all_rows if path_of(row) == path]
+    return {**_numbers(totals, detected.usual_rtt.get(path)), "flows": len(flows),
+            "degraded_flows": sum(key(r) in detected.rows for r in flows)}
 
 
 def _symptom(evidence: dict) -> str:

@@ -21,7 +21,17 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 
 from flowlens.model.errors import FlowlensError
-from flowlens.model.queries import FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
+from flowlens.model.queries import (
+    PER_FLOW,
+    FlowFilter,
+    FlowRow,
+    MapLevel,
+    ServiceMap,
+    Subject,
+    TimeSeries,
+    TopBy,
+    View,
+)
 
 
 class StoreError(FlowlensError):
@@ -82,7 +92,9 @@ class FlowStore(Protocol):
     def service_map(self, flt: FlowFilter, level: MapLevel = MapLevel.WORKLOAD) -> ServiceMap: ...
 
     def flow_table(self, flt: FlowFilter, view: View | None = None, by: TopBy = TopBy.BYTES,
-                   limit: int = 100) -> list[FlowRow]: ...
+                   limit: int = 100, keep: frozenset[str] = PER_FLOW) -> list[FlowRow]:
+        """The top ``limit`` rows by ``by``, grouped by the ``keep`` fields (see PER_FLOW)."""
+        ...
 
     def timeseries(self, flt: FlowFilter, subject: Subject, step: timedelta) -> TimeSeries: ...
 

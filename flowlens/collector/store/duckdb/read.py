@@ -13,6 +13,8 @@ from flowlens.collector.store.duckdb.exec import Cursor, run, run_named
 from flowlens.collector.store.tiers import EARLIEST, LATEST, Piece, TierState, plan, step_for
 from flowlens.model.predicates import Eq, Pred, all_of
 from flowlens.model.queries import (
+    END_GROUP_FIELDS,
+    PER_FLOW,
     QUERY_COUNTERS,
     Allowance,
     Edge,
@@ -60,18 +62,21 @@ def _end_node(row: dict, side: str) -> MapNode:
 
 
 def flow_table(cur: Cursor, state: TierState, flt: FlowFilter, view: View | None, by: TopBy, limit: int,
-               rollups: bool) -> list[FlowRow]:
+               rollups: bool, keep: frozenset[str] = PER_FLOW) -> list[FlowRow]:
     if not 0 < limit <= MAX_LIMIT:
         raise ValueError(f"limit must be 1..{MAX_LIMIT}, got {limit}")
     pred = all_of(filter_predicate(flt), view_predicate(view))
-    rows = run_named(cur, *q.flow_table_sql(pred, pieces(flt, state, rollups), by, limit))
+    unknown = set(keep) - PER_FLOW
+    if unknown:
+        raise ValueError(f"flow rows cannot be grouped by {sorted(unknown)}: choose among {sorted(PER_FLOW)}")
+    rows = run_named(cur, *q.flow_table_sql(pred, pieces(flt, state, rollups), by, limit, keep))
     return [FlowRow(_endpoint(r, "c_"), _endpoint(r, "s_"), r["server_port"], r["category"],
                     **_counters(r, ("bytes_to_server", "bytes_to_client", *QUERY_COUNTERS)),
                     rtt_max_us=r["rtt_max_us"]) for r in rows]
 
 
 def _endpoint(row: dict, prefix: str) -> Endpoint:
-    return Endpoint(**{name: row[prefix + name] for name in q.ENDPOINT_FIELDS}, service=row[prefix + "service"])
+    return Endpoint(**{name: row[prefix + name] for name in END_GROUP_FIELDS})
 
 
 def timeseries(cur: Cursor, state: TierState, flt: FlowFilter, subject: Subject, step: timedelta,

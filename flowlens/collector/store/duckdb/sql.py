@@ -16,7 +16,7 @@ from flowlens.collector.store.duckdb.schema import KEY_COLUMNS, NODE_COUNTERS, R
 from flowlens.collector.store.tiers import HOUR, MINUTE, RAW, Piece
 from flowlens.model.identity import END_CLASSES, END_FIELDS, NODE_RULES, Const, NodeRule
 from flowlens.model.predicates import TRUE, All, Any_, Eq, In, IsNull, Not, Pred, columns
-from flowlens.model.queries import QUERY_COUNTERS, MapLevel, TopBy
+from flowlens.model.queries import END_GROUP_FIELDS, PER_FLOW, QUERY_COUNTERS, MapLevel, TopBy
 from flowlens.model.views import COUNTS_TRAFFIC, TOP_BY_ORDER
 from flowlens.model.vocabulary import ALLOWANCE_STATS, OWNED_COUNTERS
 
@@ -41,7 +41,6 @@ def counter_sums() -> str:
     """The query records' counters, each summed from the rows that count it (``combine``)."""
     return ", ".join(f"sum(owned_{name}) AS {name}" if name in OWNED_COUNTERS else f"sum({name}) AS {name}"
                      for name in QUERY_COUNTERS)
-ENDPOINT_FIELDS = ("ip", "pod", "namespace", "workload", "node", "zone", "cloud_service", "region")  # + service
 
 
 def lit(text: str) -> str:
@@ -180,18 +179,30 @@ def service_map_sql(pred: Pred, pieces: list[Piece], level: MapLevel) -> tuple[s
     return sql, params
 
 
-def flow_table_sql(pred: Pred, pieces: list[Piece], by: TopBy, limit: int) -> tuple[str, Params]:
+def flow_table_sql(pred: Pred, pieces: list[Piece], by: TopBy, limit: int,
+                   keep: frozenset[str] = PER_FLOW) -> tuple[str, Params]:
+    """Rows grouped by the ``keep`` fields of each end (and the port), by category always."""
     head, params = joined(pred, pieces)
-    ends = [f"{p}{name}" for p in ("c_", "s_") for name in ENDPOINT_FIELDS]
-    group = [*ends, "server_port", "category"]
+    per_flow = "ip" in keep  # an address's Service is whichever its flows reached: not a dimension
+    grouped = [n for n in END_GROUP_FIELDS if n in keep and not (per_flow and n == "service")]
+    group = [f"{p}{name}" for p in ("c_", "s_") for name in grouped]
+    group += ["server_port"] if "server_port" in keep else []
+    group.append("category")
+    fixed = [f"{'max(' + p + name + ')' if per_flow and name == 'service' else _blank(name)} AS {p}{name}"
+             for p in ("c_", "s_") for name in END_GROUP_FIELDS if name not in grouped]
+    fixed += [] if "server_port" in keep else ["0 AS server_port"]
     order = [f"{name} DESC NULLS LAST" for name in TOP_BY_ORDER[TopBy(by)]]
     order += [f"{col} ASC NULLS FIRST" for col in group]  # a stable answer among equals
-    sql = (f"{head}SELECT * FROM (SELECT {', '.join(group)}, max(c_service) AS c_service, "
-           "max(s_service) AS s_service, sum(to_server) AS bytes_to_server, sum(to_client) AS bytes_to_client, "
+    sql = (f"{head}SELECT * FROM (SELECT {', '.join(group + fixed)}, "
+           "sum(to_server) AS bytes_to_server, sum(to_client) AS bytes_to_client, "
            f"{counter_sums()}, max(rtt_max_us) AS rtt_max_us, sum(to_server) + sum(to_client) AS total_bytes, "
            "sum(rtt_sum_us)::DOUBLE / nullif(sum(rtt_samples), 0) AS rtt_mean_us "
            f"FROM j GROUP BY {', '.join(group)}) ORDER BY {', '.join(order)} LIMIT {int(limit)}")
     return sql, params
+
+
+def _blank(name: str) -> str:
+    return "''" if name == "ip" else "NULL"
 
 
 def local_series_sql(pred: Pred, pieces: list[Piece], bucket_ms: int) -> tuple[str, Params]:

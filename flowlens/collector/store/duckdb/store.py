@@ -50,7 +50,7 @@ from flowlens.collector.store.duckdb.schema import (
 )
 from flowlens.collector.store.duckdb.sql import lit
 from flowlens.collector.store.tiers import EARLIEST, GRANULARITY, HOUR, MINUTE, TierState
-from flowlens.model.queries import FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
+from flowlens.model.queries import PER_FLOW, FlowFilter, FlowRow, MapLevel, ServiceMap, Subject, TimeSeries, TopBy, View
 from flowlens.model.records import flow_ids
 
 T = TypeVar("T")
@@ -407,9 +407,9 @@ class DuckDBStore:
                                                                      self.read_rollups))
 
     def flow_table(self, flt: FlowFilter, view: View | None = None, by: TopBy = TopBy.BYTES,
-                   limit: int = 100) -> list[FlowRow]:
+                   limit: int = 100, keep: frozenset[str] = PER_FLOW) -> list[FlowRow]:
         return self._read(lambda cur, state: duckdb_read.flow_table(cur, state, flt, view, by, limit,
-                                                                    self.read_rollups))
+                                                                    self.read_rollups, keep))
 
     def timeseries(self, flt: FlowFilter, subject: Subject, step: timedelta) -> TimeSeries:
         return self._read(lambda cur, state: duckdb_read.timeseries(cur, state, flt, subject, step,
