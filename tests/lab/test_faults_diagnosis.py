@@ -51,3 +51,14 @@ def test_fault_is_found_and_named(loaded_lab, cell):
         matrix.quiet(INTERVAL)
     assert result.right, f"{matrix.scorecard([result], INTERVAL)}\n{matrix.explain(result)}"
     assert result.seconds_to_finding is not None and result.seconds_to_finding <= 60
+
+
+def test_the_scorecard_prints_cells_and_the_steady_stretch():
+    """No lab needed: the scorecard's lines, a fault cell's and the steady stretch's."""
+    found = matrix.Result(CELLS[0], 8.6, ["workload_degradation"], [], "pod ui/x", [], 0)
+    steady = matrix.Result(matrix.Cell("no fault, 10 min of load", "none", "-", lambda s: None, frozenset()),
+                           None, ["network_degradation"], ["network_degradation"], "", [], 1)
+    lines = matrix.scorecard([found, steady], 5.0).splitlines()
+    assert lines[2].startswith("right | loss on a pod") and "8.6 s" in lines[2] and "pod ui/x" in lines[2]
+    assert lines[3].startswith("WRONG | no fault, 10 min of load") and lines[3].endswith("network_degradation")
+    assert lines[-1] == "1/2 cells right; agent interval 5 s"
