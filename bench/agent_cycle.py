@@ -115,6 +115,10 @@ def bench(connections: int, cycles: int) -> dict[str, float]:
         subprocess.run(["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"], check=True)
         subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"],
                        check=True)
+        # The holders' listen ports: keep them out of the ephemeral range, or one holder's
+        # connections can take the port of a holder that has not bound it yet.
+        subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_reserved_ports=20000-20999"],
+                       check=True)
         holders = start_holders(ns, connections)
         ss_wall, ss_cpu = time_ss(ns, cycles)
         wall, cpu, sampler_wall, rss, sockets = time_agent(ns, cycles)

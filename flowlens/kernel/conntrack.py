@@ -23,10 +23,13 @@ from typing import Any, NamedTuple
 from flowlens.kernel.netlink import (
     NETLINK_NETFILTER,
     NLM_F_REQUEST,
-    NLMSG_ERR,
     NLMSG_ERROR,
     NetlinkSocket,
+    Opener,
+    error_code,
     iter_attrs,
+    malformed,
+    open_netlink,
     pack_attr,
     raise_for_error,
     split_messages,
@@ -188,22 +191,31 @@ def parse_tuple(data: bytes, start: int, end: int) -> Tuple:
         if kind == CTA_TUPLE_IP:
             for ip_kind, x, y in iter_attrs(data, a, b):
                 if ip_kind in (CTA_IP_V4_SRC, CTA_IP_V6_SRC):
-                    src = data[x:y]
+                    src = _sized(data, x, y, 4 if ip_kind == CTA_IP_V4_SRC else 16)
                 elif ip_kind in (CTA_IP_V4_DST, CTA_IP_V6_DST):
-                    dst = data[x:y]
+                    dst = _sized(data, x, y, 4 if ip_kind == CTA_IP_V4_DST else 16)
         elif kind == CTA_TUPLE_PROTO:
-            for proto_kind, x, _y in iter_attrs(data, a, b):
+            for proto_kind, x, y in iter_attrs(data, a, b):
                 if proto_kind == CTA_PROTO_NUM:
-                    protocol = data[x]
+                    protocol = _sized(data, x, y, 1)[0]
                 elif proto_kind == CTA_PROTO_SRC_PORT:
-                    sport = data[x] << 8 | data[x + 1]
+                    sport = int.from_bytes(_sized(data, x, y, 2), "big")
                 elif proto_kind == CTA_PROTO_DST_PORT:
-                    dport = data[x] << 8 | data[x + 1]
+                    dport = int.from_bytes(_sized(data, x, y, 2), "big")
     return protocol, src, sport, dst, dport
+
+
+def _sized(data: bytes, start: int, end: int, size: int) -> bytes:
+    """An attribute's payload of a fixed size; a shorter one is malformed."""
+    if end - start < size:
+        raise malformed(f"a conntrack attribute of {end - start} bytes where {size} were due")
+    return data[start:start + size]
 
 
 def parse_entry(data: bytes, start: int, end: int) -> tuple[Tuple, Tuple] | None:
     """The original and reply tuples of one CT_NEW message; ``None`` when one is missing."""
+    if end - start < NFGENMSG.size:
+        raise malformed(f"a conntrack message of {end - start} bytes, shorter than struct nfgenmsg")
     layout = _LAYOUTS.get(data[start])  # nfgen_family
     if layout is not None:
         at = start + NFGENMSG.size
@@ -236,8 +248,8 @@ class Conntrack:
     Not thread-safe: one request is in flight on the socket at a time.
     """
 
-    def __init__(self) -> None:
-        self._nl = NetlinkSocket(NETLINK_NETFILTER)
+    def __init__(self, opener: Opener = open_netlink) -> None:
+        self._nl = NetlinkSocket(NETLINK_NETFILTER, opener=opener)
         self._text: dict[bytes, str] = {}
         # Whether dumps ask the kernel to filter on the DNAT status bit; switched off for good
         # should a kernel reject the attribute rather than ignore it.
@@ -279,12 +291,14 @@ class Conntrack:
                 if msg_seq != seq:
                     continue  # a late answer to an earlier, abandoned request
                 if kind == NLMSG_ERROR:
-                    if NLMSG_ERR.unpack_from(data, start)[0] == -errno.ENOENT:
+                    if error_code(data, start, end) == errno.ENOENT:
                         return None
-                    raise_for_error(data, start)
+                    raise_for_error(data, start, end)
                     return None  # an ACK, which nothing asked for: no entry came
                 if kind != CT_NEW:
                     continue
+                if end - start < NFGENMSG.size:
+                    raise malformed(f"a conntrack message of {end - start} bytes, shorter than struct nfgenmsg")
                 at = start + NFGENMSG.size
                 reply_at = at + layout.tuple_len
                 if (data[at:reply_at] == payload[NFGENMSG.size:] and reply_at + layout.tuple_len <= end

@@ -4,7 +4,18 @@ Only what flowlens needs: dump requests answered by multi-part replies that end 
 ``NLMSG_DONE``, ``NLMSG_ERROR`` decoding, multicast subscription and non-blocking reads of
 event sockets. Payload layouts live with each family (:mod:`sock_diag`, :mod:`rtnetlink`).
 Messages are handed out as ``(type, buffer, start, end)`` so that hot paths can parse in place
-with precompiled :class:`struct.Struct` objects instead of copying.
+with precompiled :class:`struct.Struct` objects instead of copying. Attributes, the kernel's
+type-length-value records inside messages, are decoded by one function, :func:`iter_attrs`,
+for every family.
+
+What the kernel sends is checked before it is read: a message or an attribute whose length runs
+past what holds it, or is shorter than its own header, raises :class:`NetlinkError` (``EBADMSG``)
+rather than being read as garbage or looped on.
+
+The socket itself comes from an *opener*, ``open_netlink`` unless told otherwise, so that tests
+hand in one that replays recorded datagrams (``tests/kernel/replay.py``). What a socket is asked
+for: ``bind``, ``settimeout``, ``setsockopt``, ``send``, ``recv`` (with ``MSG_DONTWAIT`` on event
+sockets), ``fileno`` and ``close``.
 
 A netlink socket answers one dump at a time: a second request sent while a dump is being read
 makes the kernel refuse it or interleave answers, and a reader waiting for the wrong answer
@@ -33,6 +44,7 @@ NLMSG_NOOP = 1
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLMSG_OVERRUN = 4
+NLMSG_MIN_TYPE = 0x10  # types below are control messages
 
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
@@ -60,19 +72,32 @@ def align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+def malformed(what: str) -> NetlinkError:
+    """The error for a reply that breaks netlink's framing: the kernel never sends one."""
+    return NetlinkError(f"malformed netlink reply: {what}", errno.EBADMSG)
+
+
 def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """Yield ``(type, payload_start, payload_end)`` for each netlink attribute in a range."""
+    """Yield ``(type, payload_start, payload_end)`` for each netlink attribute in ``buf[start:end]``.
+
+    The one attribute decoder of every family: ``struct nlattr`` and ``struct rtattr`` are the
+    same 4-byte header, a length that includes it and a type. The type comes without its
+    ``NLA_F_NESTED`` and ``NLA_F_NET_BYTEORDER`` flags; a nested attribute's payload is itself a
+    range of attributes, decoded by calling this again on ``(payload_start, payload_end)``.
+    Raises :class:`NetlinkError` on an attribute shorter than its header or longer than the
+    range that holds it. Fewer than 4 bytes left over at the end are alignment padding."""
     unpack = NLA_HDR.unpack_from
     while start + 4 <= end:
         length, kind = unpack(buf, start)
-        if length < 4:
-            return
+        if length < 4 or start + length > end:
+            raise malformed(f"an attribute of {length} bytes at offset {start} in a range ending at {end}")
         yield kind & 0x3FFF, start + 4, start + length
         start += (length + 3) & ~3
 
 
 def attr_table(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """Map attribute type to its payload range (last one wins, as the kernel never repeats)."""
+    """:func:`iter_attrs` as a map from type to payload range (the last one wins; the kernel
+    never repeats one where this is used)."""
     return {kind: (a, b) for kind, a, b in iter_attrs(buf, start, end)}
 
 
@@ -159,18 +184,12 @@ class NetlinkSocket:
         try:
             while not done:
                 data = self.receive()
-                batch: list[Message] = []
-                for kind, start, end, msg_seq in split_messages(data):
-                    if msg_seq != seq:
-                        continue  # a late answer to an earlier, abandoned request
-                    if kind == NLMSG_DONE:
-                        done = True
-                        break
+                batch, last = answer_batch(data, seq)
+                if last is not None:
+                    done = True
+                    kind, start, end = last
                     if kind == NLMSG_ERROR:
-                        done = True
-                        raise_for_error(data, start)
-                        break
-                    batch.append((kind, data, start, end))
+                        raise_for_error(data, start, end)
                 if batch:
                     yield batch
         finally:
@@ -186,8 +205,8 @@ class NetlinkSocket:
                 for kind, _start, _end, msg_seq in split_messages(data):
                     if msg_seq == seq and kind in (NLMSG_DONE, NLMSG_ERROR):
                         return
-        except (NetlinkTimeout, OSError):
-            return  # nothing more is coming; later answers are skipped by their sequence number
+        except (NetlinkError, OSError):
+            return  # nothing more (readable) is coming; later answers are skipped by their sequence number
 
     def drain(self) -> Iterator[bytes]:
         """Yield every datagram waiting on a (multicast) socket without blocking.
@@ -203,23 +222,69 @@ class NetlinkSocket:
             yield data
 
 
-def split_messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
-    """Yield ``(type, payload_start, payload_end, seq)`` for each message of a datagram."""
+def split_messages(data: bytes) -> list[tuple[int, int, int, int]]:
+    """``(type, payload_start, payload_end, seq)`` of each message of a datagram.
+
+    The whole datagram is checked before any message is handed out: a message whose length is
+    shorter than its header or runs past the end of the datagram, or a datagram that ends
+    inside a message header, raises :class:`NetlinkError`."""
+    messages: list[tuple[int, int, int, int]] = []
+    append = messages.append
     offset, size = 0, len(data)
     unpack = NLMSG_HDR.unpack_from
     while offset + 16 <= size:
         length, kind, _flags, seq, _pid = unpack(data, offset)
-        if length < 16:
-            return
-        yield kind, offset + 16, offset + length, seq
+        if length < 16 or offset + length > size:
+            raise malformed(f"a message of {length} bytes at offset {offset} of a {size}-byte datagram")
+        append((kind, offset + 16, offset + length, seq))
         offset += (length + 3) & ~3
+    if offset < size:
+        raise malformed(f"{size - offset} bytes after the last message of a {size}-byte datagram")
+    return messages
 
 
-def raise_for_error(data: bytes, start: int) -> None:
-    (code,) = NLMSG_ERR.unpack_from(data, start)
-    if code == 0:
+def answer_batch(data: bytes, seq: int) -> tuple[list[Message], tuple[int, int, int] | None]:
+    """The messages of a datagram that answer request ``seq``, up to the one that ends the
+    answer (``NLMSG_DONE`` or ``NLMSG_ERROR``), given apart as ``(type, start, end)``; ``None``
+    when more is to come. Messages of other requests (late answers to an abandoned one) and
+    other control messages (``NLMSG_NOOP``) are skipped. The framing is checked as
+    :func:`split_messages` does.
+
+    :func:`split_messages` and the filter in one pass: this is every dump's inner loop."""
+    batch: list[Message] = []
+    append = batch.append
+    offset, size = 0, len(data)
+    unpack = NLMSG_HDR.unpack_from
+    while offset + 16 <= size:
+        length, kind, _flags, msg_seq, _pid = unpack(data, offset)
+        if length < 16 or offset + length > size:
+            raise malformed(f"a message of {length} bytes at offset {offset} of a {size}-byte datagram")
+        if msg_seq == seq:
+            if kind >= NLMSG_MIN_TYPE:
+                append((kind, data, offset + 16, offset + length))
+            elif kind in (NLMSG_DONE, NLMSG_ERROR):
+                return batch, (kind, offset + 16, offset + length)
+        offset += (length + 3) & ~3
+    if offset < size:
+        raise malformed(f"{size - offset} bytes after the last message of a {size}-byte datagram")
+    return batch, None
+
+
+def error_code(data: bytes, start: int, end: int) -> int:
+    """The errno of an ``NLMSG_ERROR`` message (0 for an ACK)."""
+    if end - start < NLMSG_ERR.size:
+        raise malformed(f"an error message of {end - start} bytes, too short for its error code")
+    return -NLMSG_ERR.unpack_from(data, start)[0]
+
+
+def raise_for_error(data: bytes, start: int, end: int | None = None) -> None:
+    """Raise what an ``NLMSG_ERROR`` message says; return on an ACK. ``end``, when given, is
+    checked to hold the error code."""
+    err = error_code(data, start, len(data) if end is None else end)
+    if err == 0:
         return  # an ACK
-    err = -code
     if err in (errno.EPERM, errno.EACCES):
         raise PrivilegeError("the kernel refused a netlink request: run as root or grant CAP_NET_ADMIN")
+    if err < 0 or err > 4095:
+        raise malformed(f"an error message with error code {-err}")
     raise NetlinkError(f"netlink request failed: {os.strerror(err)}", err)

@@ -10,7 +10,15 @@ from __future__ import annotations
 import socket
 import struct
 
-from flowlens.kernel.netlink import NETLINK_ROUTE, NetlinkSocket, attr_table, iter_attrs
+from flowlens.kernel.netlink import (
+    NETLINK_ROUTE,
+    NetlinkSocket,
+    Opener,
+    attr_table,
+    iter_attrs,
+    malformed,
+    open_netlink,
+)
 from flowlens.model.counters import LinkCounters, QdiscCounters
 
 RTM_NEWLINK = 16
@@ -108,6 +116,8 @@ TC_H_INGRESS = 0xFFFFFFF1
 
 def parse_link(data: bytes, start: int, end: int) -> LinkCounters | None:
     """Decode one RTM_NEWLINK message; ``None`` when it lacks a name or IFLA_STATS64."""
+    if end - start < IFINFOMSG.size:
+        raise malformed(f"an RTM_NEWLINK message of {end - start} bytes, shorter than struct ifinfomsg")
     _family, _type, ifindex, _flags, _change = IFINFOMSG.unpack_from(data, start)
     attrs = attr_table(data, start + IFINFOMSG.size, end)
     name_at = attrs.get(IFLA_IFNAME)
@@ -134,7 +144,7 @@ def _link_kind(data: bytes, attrs: dict[int, tuple[int, int]]) -> str:
 
 def _peer_ifindex(data: bytes, attrs: dict[int, tuple[int, int]], ifindex: int) -> int | None:
     link_at = attrs.get(IFLA_LINK)
-    if link_at is None:
+    if link_at is None or link_at[1] - link_at[0] < U32.size:
         return None
     (link,) = U32.unpack_from(data, link_at[0])
     # Recent kernels also send IFLA_LINK when it equals the device's own ifindex if
@@ -148,6 +158,8 @@ def _peer_ifindex(data: bytes, attrs: dict[int, tuple[int, int]], ifindex: int) 
 
 def parse_qdisc(data: bytes, start: int, end: int) -> QdiscCounters | None:
     """Decode one RTM_NEWQDISC message; ``None`` when it carries neither stats attribute."""
+    if end - start < TCMSG.size:
+        raise malformed(f"an RTM_NEWQDISC message of {end - start} bytes, shorter than struct tcmsg")
     _family, ifindex, handle, parent, _info = TCMSG.unpack_from(data, start)
     attrs = attr_table(data, start + TCMSG.size, end)
     kind_at = attrs.get(TCA_KIND)
@@ -215,8 +227,8 @@ class RouteNetlink:
     for a namespace nobody can enter any more, so close readers of namespaces that vanished.
     """
 
-    def __init__(self) -> None:
-        self._nl = NetlinkSocket(NETLINK_ROUTE)
+    def __init__(self, opener: Opener = open_netlink) -> None:
+        self._nl = NetlinkSocket(NETLINK_ROUTE, opener=opener)
 
     def close(self) -> None:
         self._nl.close()
