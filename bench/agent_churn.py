@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from bench.agent_cycle import start_holders
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent
-from flowlens.agent.sampler import CycleResult, Sampler
+from flowlens.agent.sampling.sampler import CycleResult, Sampler
 from flowlens.model.flows import CLIENT
 from tests.churn import finish, start_clients, start_servers
 

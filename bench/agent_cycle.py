@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 
 PER_PROCESS = 8000  # connections per holder process: 2 sockets each, under the 20,000-file limit
 

@@ -31,12 +31,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from flowlens.agent.config import AgentConfig
-from flowlens.agent.exporter import SnapshotCollector, family, flow_families
-from flowlens.agent.flowview import interval_rows
-from flowlens.agent.node import node_families, parse_allowance_qdiscs
-from flowlens.agent.reporter import NodeDeltas, Reporter, Spool, build_reports
-from flowlens.agent.sampler import CycleResult, Sampler
-from flowlens.agent.series import FlowSeries
+from flowlens.agent.export.exporter import SnapshotCollector, family, flow_families
+from flowlens.agent.export.flowview import interval_rows
+from flowlens.agent.export.node_metrics import node_families
+from flowlens.agent.export.reporter import NodeDeltas, Reporter, Spool, build_reports
+from flowlens.agent.export.series import FlowSeries
+from flowlens.agent.sampling.node import parse_allowance_qdiscs
+from flowlens.agent.sampling.sampler import CycleResult, Sampler
 from flowlens.kernel.netns import HOST_LABEL
 from flowlens.model.errors import FlowlensError
 from flowlens.model.flows import FlowKey

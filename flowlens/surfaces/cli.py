@@ -23,10 +23,10 @@ from rich.live import Live
 from rich.markup import escape
 
 from flowlens.agent.config import AgentConfig, load
-from flowlens.agent.exporter import metrics_markdown
-from flowlens.agent.flowview import interval_rows
+from flowlens.agent.export.exporter import metrics_markdown
+from flowlens.agent.export.flowview import interval_rows
 from flowlens.agent.runtime import serving
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.model.errors import ConfigError, FlowlensError
 from flowlens.surfaces.files import private_files
 from flowlens.surfaces.flows_table import flows_table, output_console

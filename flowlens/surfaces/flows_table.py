@@ -1,4 +1,4 @@
-"""Render flow rows (see :mod:`flowlens.agent.flowview`) as a terminal table."""
+"""Render flow rows (see :mod:`flowlens.agent.export.flowview`) as a terminal table."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flowlens.agent.sampler import CycleResult
+from flowlens.agent.sampling.sampler import CycleResult
 from flowlens.model.flows import FlowCounters, FlowKey
 
 

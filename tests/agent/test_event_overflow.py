@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from flowlens.agent.accounting import MISSING_CYCLES_BEFORE_LOST
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.accounting import MISSING_CYCLES_BEFORE_LOST
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.model.flows import CLIENT
 from tests.agent.flowsum import total
 from tests.traffic import Server, open_socket, request

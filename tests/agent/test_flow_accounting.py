@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flowlens.agent.sampler import CycleResult, Sampler
+from flowlens.agent.sampling.sampler import CycleResult, Sampler
 from flowlens.model.flows import CLIENT, SERVER
 from tests.agent.flowsum import keys, total
 from tests.conftest import NsPair, ns_exec

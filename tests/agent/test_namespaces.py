@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.model.flows import CLIENT, SERVER
 from tests.agent.flowsum import total
 from tests.conftest import delete_namespace, make_namespace, ns_exec, sh

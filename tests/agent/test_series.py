@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from itertools import pairwise
 
-from flowlens.agent.series import SCRAPES_TO_SETTLE, FlowSeries
+from flowlens.agent.export.series import SCRAPES_TO_SETTLE, FlowSeries
 from flowlens.model.flows import CLIENT, FlowCounters, FlowKey
 
 

@@ -8,7 +8,7 @@ import httpx
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent, serve
-from flowlens.agent.services import ServiceResolver
+from flowlens.agent.sampling.services import ServiceResolver
 from flowlens.model.errors import NetlinkError
 from tests.agent.test_metrics_endpoint import free_port, samples, value
 

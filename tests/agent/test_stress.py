@@ -16,7 +16,7 @@ import pytest
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent, serve
-from flowlens.agent.sampler import CycleResult, Sampler
+from flowlens.agent.sampling.sampler import CycleResult, Sampler
 from flowlens.model.flows import CLIENT, SERVER
 from tests.agent.flowsum import keys, total
 from tests.churn import finish, start_clients, start_servers

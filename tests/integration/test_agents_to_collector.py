@@ -8,7 +8,7 @@ import time
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.model.queries import FlowFilter, MapLevel, TopBy, View
 from tests.conftest import NsPair
 from tests.integration.conftest import RunningCollector, node, pod, write_inventory

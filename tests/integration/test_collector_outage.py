@@ -12,7 +12,7 @@ import httpx
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.model.queries import FlowFilter, MapLevel
 from tests.conftest import NsPair
 from tests.integration.conftest import RunningCollector, node, pod, write_inventory

@@ -24,7 +24,7 @@ import pytest
 
 from flowlens.agent.config import AgentConfig
 from flowlens.agent.runtime import Agent, serve
-from flowlens.agent.sampler import Sampler
+from flowlens.agent.sampling.sampler import Sampler
 from flowlens.collector.store.duckdb import DuckDBStore
 from flowlens.collector.store.duckdb import rollup as duckdb_rollup
 from flowlens.model.queries import FlowFilter, TopBy, View

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from flowlens.agent.exporter import SPECS
+from flowlens.agent.export.exporter import SPECS
 from flowlens.collector.store.duckdb.schema import COUNTERS as STORED
 from flowlens.collector.store.duckdb.sql import FACT_COUNTERS
 from flowlens.model.flows import FlowCounters

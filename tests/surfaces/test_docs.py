@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from flowlens.agent.exporter import METRICS, metrics_markdown
+from flowlens.agent.export.exporter import METRICS, metrics_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowlens.agent.sampler import CycleResult
+from flowlens.agent.sampling.sampler import CycleResult
 from flowlens.model.flows import ADDITIVE_FIELDS
 
 

@@ -5,7 +5,8 @@ pairing veth ends (each end names the other's ifindex). The reference product's 
 family is produced from the same readings: a pod's ``ingress_bytes`` is what its veth
 received, its ``ingress_flow`` its namespace's passive TCP opens. ``bw_*_allowance_exceeded``
 come from ENA's ethtool statistics or, where a node has no ENA (the lab, a test bench), from
-the drops of a shaper qdisc named in ``allowance_qdiscs``.
+the drops of a shaper qdisc named in ``allowance_qdiscs``. The metric families made of these
+readings are :mod:`flowlens.agent.export.node_metrics`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +14,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from prometheus_client.core import Metric
-
-from flowlens.agent.exporter import family
 from flowlens.kernel.ethtool import ENA_ALLOWANCE_STATS, EthtoolStats, allowance_exceeded
 from flowlens.kernel.rtnetlink import RouteNetlink
 from flowlens.kernel.snmp import TcpMibReader
@@ -81,59 +79,6 @@ def parse_allowance_qdiscs(spec: str) -> dict[str, tuple[str, str]]:
     return out
 
 
-def node_families(readings: list[NamespaceCounters], node: str, instance_id: str,
-                  allowance_qdiscs: dict[str, tuple[str, str]]) -> list[Metric]:
-    fams = {name: family(name) for name in _NODE_METRICS}
-    host = next((r for r in readings if r.is_host), None)
-    for reading in readings:
-        _interfaces(fams, reading)
-        _qdiscs(fams, reading)
-        if reading.mib is not None:
-            fams["flowlens_tcp_active_opens_total"].add_metric([reading.label], reading.mib.active_opens)
-            fams["flowlens_tcp_passive_opens_total"].add_metric([reading.label], reading.mib.passive_opens)
-            fams["flowlens_tcp_retransmitted_segments_total"].add_metric([reading.label], reading.mib.retrans_segs)
-        if not reading.is_host:
-            _pod_family(fams, reading, host, node, instance_id)
-    if host is not None:
-        _allowances(fams, host, node, instance_id, allowance_qdiscs)
-    return list(fams.values())
-
-
-_NODE_METRICS = (
-    "flowlens_interface_receive_bytes_total", "flowlens_interface_transmit_bytes_total",
-    "flowlens_interface_receive_packets_total", "flowlens_interface_transmit_packets_total",
-    "flowlens_interface_receive_dropped_total", "flowlens_interface_transmit_dropped_total",
-    "flowlens_qdisc_drops_total", "flowlens_qdisc_overlimits_total", "flowlens_qdisc_bytes_total",
-    "flowlens_qdisc_packets_total", "flowlens_tcp_active_opens_total", "flowlens_tcp_passive_opens_total",
-    "flowlens_tcp_retransmitted_segments_total", "flowlens_nic_allowance_exceeded_total",
-    "ingress_bytes", "egress_bytes", "ingress_packets", "egress_packets", "ingress_flow", "egress_flow",
-    *ENA_ALLOWANCE_STATS,
-)
-
-
-def _interfaces(fams: dict[str, Metric], reading: NamespaceCounters) -> None:
-    for link in reading.links:
-        labels = [reading.label, link.name, link.kind]
-        fams["flowlens_interface_receive_bytes_total"].add_metric(labels, link.rx_bytes)
-        fams["flowlens_interface_transmit_bytes_total"].add_metric(labels, link.tx_bytes)
-        fams["flowlens_interface_receive_packets_total"].add_metric(labels, link.rx_packets)
-        fams["flowlens_interface_transmit_packets_total"].add_metric(labels, link.tx_packets)
-        fams["flowlens_interface_receive_dropped_total"].add_metric(labels, link.rx_dropped)
-        fams["flowlens_interface_transmit_dropped_total"].add_metric(labels, link.tx_dropped)
-
-
-def _qdiscs(fams: dict[str, Metric], reading: NamespaceCounters) -> None:
-    names = {link.ifindex: link.name for link in reading.links}
-    for q in reading.qdiscs:
-        if q.kind == "noqueue":
-            continue
-        labels = [reading.label, names.get(q.ifindex, str(q.ifindex)), q.kind, q.handle, q.parent]
-        fams["flowlens_qdisc_drops_total"].add_metric(labels, q.drops)
-        fams["flowlens_qdisc_overlimits_total"].add_metric(labels, q.overlimits)
-        fams["flowlens_qdisc_bytes_total"].add_metric(labels, q.bytes)
-        fams["flowlens_qdisc_packets_total"].add_metric(labels, q.packets)
-
-
 def pod_interfaces(reading: NamespaceCounters, host: NamespaceCounters | None) -> list[tuple[str, LinkCounters]]:
     """A pod namespace's veths, each with the name of its host-side end when that is known."""
     host_ends = {} if host is None else {link.ifindex: link for link in host.links if link.kind == "veth"}
@@ -144,19 +89,6 @@ def pod_interfaces(reading: NamespaceCounters, host: NamespaceCounters | None) -
         peer = host_ends.get(link.peer_ifindex or -1)
         out.append((peer.name if peer is not None and peer.peer_ifindex == link.ifindex else link.name, link))
     return out
-
-
-def _pod_family(fams: dict[str, Metric], reading: NamespaceCounters, host: NamespaceCounters | None,
-                node: str, instance_id: str) -> None:
-    for iface, link in pod_interfaces(reading, host):
-        labels = [instance_id, iface, reading.label, "", node]
-        fams["ingress_bytes"].add_metric(labels, link.rx_bytes)
-        fams["egress_bytes"].add_metric(labels, link.tx_bytes)
-        fams["ingress_packets"].add_metric(labels, link.rx_packets)
-        fams["egress_packets"].add_metric(labels, link.tx_packets)
-        if reading.mib is not None:
-            fams["ingress_flow"].add_metric(labels, reading.mib.passive_opens)
-            fams["egress_flow"].add_metric(labels, reading.mib.active_opens)
 
 
 def allowance_readings(host: NamespaceCounters, allowance_qdiscs: dict[str, tuple[str, str]]
@@ -170,13 +102,6 @@ def allowance_readings(host: NamespaceCounters, allowance_qdiscs: dict[str, tupl
         if roots:
             out.append((nic, "qdisc", stat, roots[0].drops))
     return out
-
-
-def _allowances(fams: dict[str, Metric], host: NamespaceCounters, node: str, instance_id: str,
-                allowance_qdiscs: dict[str, tuple[str, str]]) -> None:
-    for nic, driver, stat, value in allowance_readings(host, allowance_qdiscs):
-        fams["flowlens_nic_allowance_exceeded_total"].add_metric([nic, driver, stat], value)
-        fams[stat].add_metric([instance_id, nic, node], value)
 
 
 def safe_read(readers: NodeReaders, label: str, is_host: bool) -> NamespaceCounters | None:

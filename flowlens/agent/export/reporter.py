@@ -37,8 +37,8 @@ import httpx
 import msgspec
 
 from flowlens import __version__
-from flowlens.agent.node import NamespaceCounters, allowance_readings
-from flowlens.agent.sampler import CycleResult
+from flowlens.agent.sampling.node import NamespaceCounters, allowance_readings
+from flowlens.agent.sampling.sampler import CycleResult
 from flowlens.kernel.ethtool import ENA_ALLOWANCE_STATS
 from flowlens.model.errors import ConfigError
 from flowlens.model.flows import ADDITIVE_FIELDS, FlowKey

@@ -26,9 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from flowlens.agent.accounting import NamespaceAccountant
-from flowlens.agent.node import NamespaceCounters, NodeReaders, safe_read
-from flowlens.agent.services import ServiceResolver
+from flowlens.agent.sampling.accounting import NamespaceAccountant
+from flowlens.agent.sampling.node import NamespaceCounters, NodeReaders, safe_read
+from flowlens.agent.sampling.services import ServiceResolver
 from flowlens.kernel.netlink import REPLY_TIMEOUT, Opener, open_netlink
 from flowlens.kernel.netns import HOST_LABEL, Netns, discover, entered
 from flowlens.kernel.sock_diag import DestroyEvents, SockDiag

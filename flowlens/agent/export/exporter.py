@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from flowlens.agent.series import RTT_BUCKETS, FlowSeries, SeriesTotals
+from flowlens.agent.export.series import RTT_BUCKETS, FlowSeries, SeriesTotals
 from flowlens.model.flows import FlowKey
 from flowlens.model.vocabulary import ALLOWANCE_STATS, CONNECTION_RESULTS, FLOW_COUNTERS
 
@@ -199,7 +199,7 @@ class SnapshotCollector(Collector):
 def metrics_markdown() -> str:
     """The metrics reference (docs/metrics.md), generated from :data:`METRICS`."""
     lines = ["# flowlens agent metrics", "",
-             "Generated from `flowlens/agent/exporter.py` (`flowlens metrics-doc`); do not edit by hand.", "",
+             "Generated from `flowlens/agent/export/exporter.py` (`flowlens metrics-doc`); do not edit by hand.", "",
              "| metric | type | labels | meaning |", "|---|---|---|---|"]
     for spec in METRICS:
         labels = ", ".join(f"`{label}`" for label in spec.labels) or "—"
