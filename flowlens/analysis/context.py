@@ -9,6 +9,7 @@ report intervals whatever the window's length.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -40,6 +41,7 @@ class Context:
     bandwidth: BandwidthTable = field(default_factory=default_table)
     cost_per_gb_each_way: float = 0.01
     notes: list[str] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)  # rules that raised, by name
     _rows: dict[tuple[float, float, str | None], list[FlowRow]] = field(default_factory=dict)
     _grouped: dict[tuple[frozenset[str], float, float, str | None], list[FlowRow]] = field(default_factory=dict)
 

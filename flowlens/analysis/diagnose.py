@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -22,9 +23,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 def diagnose(store: FlowStore, inventory: Inventory, events: EventLog, seconds: float,
-             now: float | None = None, bandwidth: BandwidthTable | None = None) -> Diagnosis:
+             now: float | None = None, bandwidth: BandwidthTable | None = None,
+             failures: Counter[str] | None = None) -> Diagnosis:
     end = now if now is not None else time.time()
     ctx = Context(store, inventory, events, end - seconds, end, bandwidth or default_table())
+    ctx.failures = failures if failures is not None else Counter()
     findings: list[Finding] = []
     # What explains losses goes first, so that located degradation is only what is left.
     allowance, explained_nodes = _guarded(ctx, "bandwidth allowance", lambda: bandwidth_allowance.findings(ctx),
@@ -50,4 +53,5 @@ def _guarded(ctx: Context, name: str, rule: Callable[[], T], fallback: T) -> T:
     except Exception as err:
         log.exception("rule %s failed", name)
         ctx.notes.append(f"{name}: {err}")
+        ctx.failures[name] += 1
         return fallback

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ class Collector:
         self.store = store
         self.inventory = Inventory()
         self.bandwidth = load_table(config.instance_bandwidth)
+        self.rule_failures: Counter[str] = Counter()  # diagnosis rules that raised, by name
         cloud = CloudRanges.load(config.ip_ranges) if config.ip_ranges else None
         self.enricher = Enricher(self.inventory, cloud, config.region, parse_cidrs(config.vpc_cidrs))
         self.write_tokens, self.read_tokens = token_sets(config)

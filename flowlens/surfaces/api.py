@@ -84,7 +84,7 @@ def create_app(collector: Collector, stats: ServerStats | None = None, body_time
         if path == "/healthz":
             return Rule(None, 0)
         if method == "POST" and path == REPORTS:
-            return Rule(collector.write_tokens, MAX_BODY_BYTES)
+            return Rule(collector.write_tokens, MAX_BODY_BYTES, collector.stats.refuse)
         if method == "POST" and path == EVENTS:
             return Rule(collector.write_tokens, MAX_EVENTS_BODY)
         return Rule(collector.read_tokens, MAX_QUERY_BODY)

@@ -34,7 +34,7 @@ class CollectorMetrics(PromCollector):
         reports.add_metric(["duplicate"], stats.duplicates)
         yield reports
         refused = CounterMetricFamily("flowlens_collector_reports_refused",
-                                      "Reports refused, by HTTP status (400 bad gzip, 413 too big, 422 invalid or "
+                                      "Reports refused, by HTTP status (401/403 token, 400 bad gzip, 413 too big, 422 invalid or "
                                       "outside the time window, ...).", labels=("status",))
         for status, count in sorted(stats.refused_by_status.items()):
             refused.add_metric([str(status)], count)
@@ -64,6 +64,12 @@ class CollectorMetrics(PromCollector):
         size = GaugeMetricFamily("flowlens_collector_store_bytes", "Size of the store's files on disk.")
         size.add_metric([], self._store_bytes())
         yield size
+        failures = CounterMetricFamily("flowlens_collector_rule_failures",
+                                       "Diagnosis rules that raised (the others answered; see the log).",
+                                       labels=["rule"])
+        for rule, count in sorted(self.collector.rule_failures.items()):
+            failures.add_metric([rule], count)
+        yield failures
         inventory = GaugeMetricFamily("flowlens_collector_inventory_version",
                                       "Times the inventory changed since start.")
         inventory.add_metric([], self.collector.inventory.version)

@@ -91,7 +91,7 @@ def register_diagnosis(app: FastAPI, collector: Collector) -> None:
         except ValueError as err:
             raise HTTPException(422, str(err)) from None
         return diagnose(collector.store, collector.inventory, collector.events, seconds,
-                        bandwidth=collector.bandwidth)
+                        bandwidth=collector.bandwidth, failures=collector.rule_failures)
 
     @app.get("/api/v1/findings", summary="Diagnosis: findings with evidence, impact and recommendation, and the "
              "network health indicator, over the last `since`")

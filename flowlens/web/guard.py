@@ -38,6 +38,7 @@ COOKIE = "flowlens_token"
 class Rule:
     tokens: TokenSet | None  # None: open
     max_body: int = 1 << 20
+    refused: Callable[[int], None] | None = None  # told the status of each request refused here
 
 
 class Guard:
@@ -56,6 +57,8 @@ class Guard:
                 rule.tokens.check(headers.get("authorization") or _cookie_token(headers.get("cookie")))
             declared_length(headers.get("content-length"), rule.max_body)
         except (AuthError, BodyError) as err:
+            if rule.refused is not None:
+                rule.refused(err.status)
             await _answer(send, err.status, str(err))
             return
         await self.app(scope, self._bounded(receive, rule.max_body), send)
