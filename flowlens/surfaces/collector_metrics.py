@@ -34,8 +34,8 @@ class CollectorMetrics(PromCollector):
         reports.add_metric(["duplicate"], stats.duplicates)
         yield reports
         refused = CounterMetricFamily("flowlens_collector_reports_refused",
-                                      "Reports refused, by HTTP status (401/403 token, 400 bad gzip, 413 too big, 422 invalid or "
-                                      "outside the time window, ...).", labels=("status",))
+                                      "Reports refused, by HTTP status (401/403 token, 400 bad gzip, 413 too big, "
+                                      "422 invalid or outside the time window, ...).", labels=("status",))
         for status, count in sorted(stats.refused_by_status.items()):
             refused.add_metric([str(status)], count)
         yield refused
