@@ -14,21 +14,13 @@ from typing import Any, ClassVar
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from flowlens.model.settings import Settings
-from flowlens.web.server import check_address
+from flowlens.model.settings import within
+from flowlens.web.listening import ListeningSettings
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
 
 
-def _range(low: float, high: float, unit: str = "") -> Any:
-    def check(value: float) -> float:
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}{unit}")
-        return value
-    return check
-
-
-class AgentConfig(Settings):
+class AgentConfig(ListeningSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWLENS_AGENT_", extra="forbid", validate_default=True)
     legacy_env: ClassVar[Mapping[str, str]] = {name: f"FLOWLENS_{name.upper()}" for name in (
         "address", "port", "interval", "max_flow_series", "idle_grace", "all_namespaces", "namespaces", "node",
@@ -74,10 +66,8 @@ class AgentConfig(Settings):
     proc: str = Field("/proc", description="Where the host's /proc is mounted.")
     run_netns: str = Field("/run/netns", description="Where named network namespaces are bound.")
 
-    _port = field_validator("port")(_range(1, 65535))
-    _interval = field_validator("interval")(_range(MIN_INTERVAL, MAX_INTERVAL, " seconds"))
-    _series = field_validator("max_flow_series")(_range(0, 100_000))
-    _connections = field_validator("max_connections")(_range(1, 10_000))
+    _interval = field_validator("interval")(within(MIN_INTERVAL, MAX_INTERVAL, " seconds"))
+    _series = field_validator("max_flow_series")(within(0, 100_000))
 
     @field_validator("spool_max_bytes")
     @classmethod
@@ -86,24 +76,11 @@ class AgentConfig(Settings):
             raise ValueError("must be at least 1 MiB (1048576)")
         return value
 
-    @field_validator("header_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be a positive number of seconds")
-        return value
-
     @field_validator("watchdog")
     @classmethod
     def _watchdog(cls, value: float) -> float:
         if value < 0:
             raise ValueError("must be 0 (automatic) or a positive number of seconds")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        check_address(value)
         return value
 
     @field_validator("collector")
@@ -126,8 +103,6 @@ class AgentConfig(Settings):
 
     @model_validator(mode="after")
     def _together(self) -> AgentConfig:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("tls-cert and tls-key go together: give both, or neither")
         if self.idle_grace < self.interval:
             raise ValueError("idle-grace must be at least one interval")
         self.node = self.node or socket.gethostname()

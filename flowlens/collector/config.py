@@ -8,17 +8,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from flowlens.collector.enrich.enricher import parse_cidrs
-from flowlens.model.settings import Settings
-from flowlens.web.server import check_address
+from flowlens.web.listening import ListeningSettings
 
 Texts = Annotated[tuple[str, ...], NoDecode]  # repeatable flag; comma-separated in the environment
 
 
-class CollectorConfig(Settings):
+class CollectorConfig(ListeningSettings):
     model_config = SettingsConfigDict(env_prefix="FLOWLENS_COLLECTOR_", extra="forbid", validate_default=True)
     legacy_env: ClassVar[Mapping[str, str]] = {
         "store": "FLOWLENS_STORE", "inventory_file": "FLOWLENS_INVENTORY_FILE", "ip_ranges": "FLOWLENS_IP_RANGES",
@@ -62,13 +61,6 @@ class CollectorConfig(Settings):
     retention_every: float = Field(3600.0, description="Seconds between retention passes.",
                                    json_schema_extra={"cli": False})
 
-    @field_validator("port")
-    @classmethod
-    def _port(cls, value: int) -> int:
-        if not 0 < value < 65536:
-            raise ValueError("must be between 1 and 65535")
-        return value
-
     @field_validator("max_report_age", "max_clock_skew")
     @classmethod
     def _not_negative(cls, value: float) -> float:
@@ -76,31 +68,12 @@ class CollectorConfig(Settings):
             raise ValueError("must be 0 or a positive number of seconds")
         return value
 
-    @field_validator("header_timeout", "body_timeout", "rollup_every", "retention_every")
+    @field_validator("body_timeout", "rollup_every", "retention_every")
     @classmethod
     def _positive(cls, value: float) -> float:
         if value < 0.1:
             raise ValueError("must be at least 0.1 seconds")
         return value
-
-    @field_validator("max_connections")
-    @classmethod
-    def _connections(cls, value: int) -> int:
-        if not 1 <= value <= 100_000:
-            raise ValueError("must be between 1 and 100000")
-        return value
-
-    @field_validator("address")
-    @classmethod
-    def _address(cls, value: str) -> str:
-        check_address(value)
-        return value
-
-    @model_validator(mode="after")
-    def _together(self) -> CollectorConfig:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("tls-cert and tls-key go together: give both, or neither")
-        return self
 
     @field_validator("vpc_cidrs")
     @classmethod

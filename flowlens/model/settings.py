@@ -11,7 +11,7 @@ from, and the table the CLI and ``docs/settings.md`` are generated from.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -22,6 +22,15 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from flowlens.model.errors import ConfigError
+
+
+def within(low: float, high: float, unit: str = "") -> Callable[[Any], Any]:
+    """A field check: the value lies in [low, high] (say ``unit`` after the bounds)."""
+    def check(value: Any) -> Any:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}{unit}")
+        return value
+    return check
 
 
 def flag_of(name: str) -> str:
