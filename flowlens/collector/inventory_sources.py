@@ -1,8 +1,9 @@
 """Where the collector's inventory comes from: a file in `kubectl get -o json` shape, reloaded
 when it changes, or one list+watch of the Kubernetes API for the whole cluster.
 
-The API source keeps only slimmed objects and watches Pods, Services, EndpointSlices and Nodes
-from the collector alone (never one watch per agent, which overloads API servers).
+The API source keeps only slimmed objects and watches Pods, Services, EndpointSlices, Nodes,
+ReplicaSets and Jobs from the collector alone (never one watch per agent, which overloads API
+servers); each event updates only what its object touches in the inventory.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class FileSource:
-    """Reloads ``path`` into the inventory whenever its modification time changes."""
+    """Reloads ``path`` into the inventory whenever its modification time changes (the inventory
+    then changes only what differs from the previous load)."""
 
     def __init__(self, path: Path, inventory: Inventory, every: float = 1.0) -> None:
         self.path, self.inventory, self.every = path, inventory, every
@@ -66,7 +68,8 @@ class FileSource:
 
 
 class KubernetesSource:
-    """One list+watch per kind; each change re-derives the inventory from the cached objects."""
+    """One list+watch per kind. A list replaces the objects of its kind in the inventory and a
+    watch event changes its one object: the inventory updates only what they touch."""
 
     KINDS = ("Pod", "Service", "EndpointSlice", "Node", "ReplicaSet", "Job")
 
@@ -88,8 +91,6 @@ class KubernetesSource:
         self.inventory = inventory
         self.core, self.discovery, self.apps, self.batch = (
             client.CoreV1Api(), client.DiscoveryV1Api(), client.AppsV1Api(), client.BatchV1Api())
-        self.objects: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in self.KINDS}
-        self._lock = threading.Lock()
         self._stop = threading.Event()
 
     def _lister(self, kind: str) -> Any:
@@ -111,35 +112,20 @@ class KubernetesSource:
             try:
                 listed = self._lister(kind)(_preload_content=False)
                 document = json.loads(listed.data)
-                with self._lock:
-                    self.objects[kind] = {_key(o): _slim(kind, o) for o in document.get("items", [])}
-                self._rebuild()
+                self.inventory.replace_kind(kind, [_slim(kind, o) for o in document.get("items", [])], time.time())
                 version = document.get("metadata", {}).get("resourceVersion")
                 for event in watch.Watch().stream(self._lister(kind), resource_version=version,
                                                   timeout_seconds=300, _preload_content=False):
+                    if event["type"] not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue
                     obj = api.sanitize_for_serialization(event["object"])
-                    with self._lock:
-                        if event["type"] == "DELETED":
-                            self.objects[kind].pop(_key(obj), None)
-                        else:
-                            self.objects[kind][_key(obj)] = _slim(kind, obj)
-                    self._rebuild()
+                    self.inventory.apply(kind, event["type"], _slim(kind, obj), time.time())
             except Exception as err:  # the API server went away or the watch expired: list again
                 log.warning("watch of %s interrupted (%s); listing again", kind, err)
                 self._stop.wait(2)
 
-    def _rebuild(self) -> None:
-        with self._lock:
-            items = [o for objs in self.objects.values() for o in objs.values()]
-        self.inventory.replace_all(items, time.time())
-
     def stop(self) -> None:
         self._stop.set()
-
-
-def _key(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata", {})
-    return meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"
 
 
 def _slim(kind: str, obj: dict[str, Any]) -> dict[str, Any]:

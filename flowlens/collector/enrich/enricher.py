@@ -48,7 +48,9 @@ class Enricher:
     column ``take``. Flows not seen before are enriched together: each distinct end (address,
     port) and each distinct pair of ends is looked up once. Ends the inventory and the cloud
     ranges do not know (the internet) are looked up again each time, as an agent may start
-    reporting from such an address later.
+    reporting from such an address later. When the inventory changes, the cache forgets only
+    the flows with an address the change touched (all of them when it cannot tell: a node
+    changed, or the inventory says nothing of what changed).
     """
 
     inventory: Inventory
@@ -85,8 +87,14 @@ class Enricher:
 
     def _cache_for(self, t: float) -> _KeyCache | None:
         """The flow-key cache for reports of the current inventory; old reports (replays) bypass it."""
-        if self.inventory.version != self._keys.version or self._keys.size > MAX_CACHED_FLOWS:
-            self._keys = _KeyCache(self.inventory.version, t)
+        version, keys = self.inventory.version, self._keys
+        if version != keys.version and keys.size <= MAX_CACHED_FLOWS:
+            changed = self.inventory.changes_since(keys.version) if keys.version >= 0 else None
+            if changed is not None:  # forget what the changes touched, keep the rest
+                keys.forget(changed)
+                keys.version, keys.since = version, t
+        if version != self._keys.version or self._keys.size > MAX_CACHED_FLOWS:
+            self._keys = _KeyCache(version, t)
         return self._keys if t >= self._keys.since - 60 else None
 
     def _resolve(self, report: Report, rows: list[int], t: float) -> tuple[pa.Table, list[bool]]:
@@ -193,13 +201,25 @@ class Enricher:
 
 class _KeyCache:
     """Flow key (per reporting node) → its row of key and enrichment columns, for one version
-    of the inventory. Rows live in a few Arrow tables, taken from in one call per report."""
+    of the inventory. Rows live in a few Arrow tables, taken from in one call per report; each
+    address (local, remote, service) knows the keys of the flows it is in, so that the rows of
+    addresses the inventory changed for can be forgotten (their rows stay, unreachable)."""
 
     def __init__(self, version: int, since: float) -> None:
         self.version, self.since = version, since
         self.size = 0
         self._index: dict[str, dict[tuple, int]] = {}
         self._tables: list[pa.Table] = []
+        self._by_address: dict[str, list[tuple[str, tuple]]] = {}
+
+    def forget(self, addresses: Iterable[str]) -> None:
+        """Forget the flows with any of ``addresses`` at either end or as their service address."""
+        by_address, index = self._by_address, self._index
+        for address in addresses:
+            for node, key in by_address.pop(address, ()):
+                known = index.get(node)
+                if known is not None:
+                    known.pop(key, None)
 
     def lookup(self, node: str, flows: list) -> tuple[list[int], list[int], list[int]]:
         """(rows found, their positions in the cache, rows not found)."""
@@ -219,9 +239,16 @@ class _KeyCache:
         if not keep:
             return
         known = self._index.setdefault(node, {})
+        by_address = self._by_address
         for offset, i in enumerate(keep):
             f = flows[i]
-            known[(f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip, f.own)] = self.size + offset
+            key = (f.netns, f.role, f.local_ip, f.remote_ip, f.server_port, f.service_ip, f.own)
+            known[key] = self.size + offset
+            entry = (node, key)
+            by_address.setdefault(f.local_ip, []).append(entry)
+            by_address.setdefault(f.remote_ip, []).append(entry)
+            if f.service_ip:
+                by_address.setdefault(f.service_ip, []).append(entry)
         self._tables.append(table.take(keep) if len(keep) < len(final) else table)
         self.size += len(keep)
         if len(self._tables) > 8:  # few big chunks take faster than many small ones
