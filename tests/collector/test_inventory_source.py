@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from flowlens.collector.enrich.inventory import Endpoint, Inventory
+from flowlens.collector.enrich.inventory import AddressOwner, Inventory
 from tests.k8s.apiserver import ApiServer, apiserver_binary, etcd_binary, running_apiserver
 
 ZONE = "topology.kubernetes.io/zone"
@@ -88,7 +88,7 @@ def test_the_source_follows_lists_and_watch_events(apiserver: ApiServer, tmp_pat
     inventory = Inventory()
     source = KubernetesSource(inventory, str(apiserver.kubeconfig(tmp_path / "kubeconfig")))
 
-    def pod(ip: str = "10.244.1.7", later: float = 0.0) -> Endpoint | None:
+    def pod(ip: str = "10.244.1.7", later: float = 0.0) -> AddressOwner | None:
         with inventory.lock:
             return inventory.endpoint(ip, None, time.time() + later)
 
@@ -96,7 +96,7 @@ def test_the_source_follows_lists_and_watch_events(apiserver: ApiServer, tmp_pat
     try:
         # The lists: the pod's workload through its ReplicaSet, its node's zone; the Service; the node.
         eventually(lambda: pod() is not None and (pod().workload, pod().zone) == ("shop", "us-east-1a"))
-        eventually(lambda: inventory.services.get("10.96.5.5") == Endpoint("service", "web", ns, service="web"))
+        eventually(lambda: inventory.services.get("10.96.5.5") == AddressOwner("service", "web", ns, service="web"))
         assert (ns, "web") in inventory.topology_aware
         assert inventory.node_by_ip["192.0.2.11"] == node
         assert inventory.nodes[node].instance_type == "g5.2xlarge"

@@ -10,7 +10,7 @@ import threading
 from dataclasses import replace
 from typing import Any
 
-from flowlens.collector.enrich.inventory import AddressBook, Endpoint, timestamp, workload_of
+from flowlens.collector.enrich.inventory import AddressBook, AddressOwner, timestamp, workload_of
 
 
 class LegacyInventory:
@@ -18,14 +18,14 @@ class LegacyInventory:
 
     def __init__(self) -> None:
         self.addresses = AddressBook()
-        self.nodes: dict[str, Endpoint] = {}
+        self.nodes: dict[str, AddressOwner] = {}
         self.node_by_ip: dict[str, str] = {}
-        self.services: dict[str, Endpoint] = {}  # cluster IP → service
+        self.services: dict[str, AddressOwner] = {}  # cluster IP → service
         self.backend_services: dict[str, set[str]] = {}  # pod IP → names of services it backs
         self.topology_aware: set[tuple[str, str]] = set()  # (namespace, service) with topology-aware routing
-        self.host_ports: dict[tuple[str, int], Endpoint] = {}
+        self.host_ports: dict[tuple[str, int], AddressOwner] = {}
         self.lock = threading.RLock()
-        self._pods: dict[str, tuple[str, Endpoint]] = {}  # uid → (ip, endpoint)
+        self._pods: dict[str, tuple[str, AddressOwner]] = {}  # uid → (ip, endpoint)
         self.version = 0
 
     def changes_since(self, version: int) -> None:
@@ -55,7 +55,7 @@ class LegacyInventory:
         self.nodes, self.node_by_ip = {}, {}
         for node in nodes:
             meta, labels = node.get("metadata", {}), node.get("metadata", {}).get("labels", {})
-            endpoint = Endpoint("node", meta.get("name", ""), node=meta.get("name", ""),
+            endpoint = AddressOwner("node", meta.get("name", ""), node=meta.get("name", ""),
                                 zone=labels.get("topology.kubernetes.io/zone", ""),
                                 instance_type=labels.get("node.kubernetes.io/instance-type", ""))
             self.nodes[endpoint.name] = endpoint
@@ -70,8 +70,8 @@ class LegacyInventory:
         if not ip or status.get("phase") in ("Succeeded", "Failed"):
             return ""
         workload, kind = workload_of(pod, owners)
-        node = self.nodes.get(spec.get("nodeName", ""), Endpoint("node", spec.get("nodeName", "")))
-        endpoint = Endpoint("pod", meta.get("name", ""), meta.get("namespace", ""), workload, kind, "",
+        node = self.nodes.get(spec.get("nodeName", ""), AddressOwner("node", spec.get("nodeName", "")))
+        endpoint = AddressOwner("pod", meta.get("name", ""), meta.get("namespace", ""), workload, kind, "",
                             node.name, node.zone, node.instance_type)
         if spec.get("hostNetwork"):
             for container in spec.get("containers", []):
@@ -94,7 +94,7 @@ class LegacyInventory:
                 self.topology_aware.add((meta.get("namespace", ""), meta.get("name", "")))
             for ip in spec.get("clusterIPs") or [spec.get("clusterIP")]:
                 if ip and ip != "None":
-                    self.services[ip] = Endpoint("service", meta.get("name", ""), meta.get("namespace", ""),
+                    self.services[ip] = AddressOwner("service", meta.get("name", ""), meta.get("namespace", ""),
                                                  service=meta.get("name", ""))
         for eps in slices:
             service = eps.get("metadata", {}).get("labels", {}).get("kubernetes.io/service-name", "")
@@ -103,7 +103,7 @@ class LegacyInventory:
                     self.backend_services.setdefault(address, set()).add(service)
 
     # -- lookups ----------------------------------------------------------------------------
-    def endpoint(self, ip: str, port: int | None, t: float) -> Endpoint | None:
+    def endpoint(self, ip: str, port: int | None, t: float) -> AddressOwner | None:
         """Who had ``ip`` at ``t``: a pod (with the service it backs), a Service, a node, or None."""
         pod = self.addresses.at(ip, t)
         if pod is not None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from flowlens.collector.enrich.cloud import CloudRanges
 from flowlens.collector.enrich.enricher import Enricher
-from flowlens.collector.enrich.inventory import AddressBook, Endpoint, Inventory, workload_of
+from flowlens.collector.enrich.inventory import AddressBook, AddressOwner, Inventory, workload_of
 from flowlens.collector.ingest import IngestError, decode
 from flowlens.model.report import Report, decode_report
 from flowlens.web.auth import AuthError, check_bearer
@@ -44,7 +44,7 @@ def pod(name: str, ns: str, ip: str, node_name: str, owner: tuple[str, str] | No
 
 def test_an_address_goes_to_the_pod_that_held_it_at_the_time():
     book = AddressBook()
-    first, second = Endpoint("pod", "a"), Endpoint("pod", "b")
+    first, second = AddressOwner("pod", "a"), AddressOwner("pod", "b")
     book.assign("10.0.0.5", first, T0)
     book.release("10.0.0.5", T0 + 100)
     book.assign("10.0.0.5", second, T0 + 200)

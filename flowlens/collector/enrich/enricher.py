@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from flowlens.collector.enrich.cloud import CloudOwner, CloudRanges
-from flowlens.collector.enrich.inventory import Endpoint, Inventory
+from flowlens.collector.enrich.inventory import AddressOwner, Inventory
 from flowlens.collector.enrich.observed import ObservedAddresses
 from flowlens.model.records import ENRICHED_FLOW_SCHEMA as ENRICHED
 from flowlens.model.records import FLOW_COUNTER_COLUMNS, FLOW_KEY_NAMES, NODE_SCHEMA, flow_ids
@@ -136,7 +136,7 @@ class Enricher:
 
     def _local(self, ip: str, port: int | None, t: float, node: str) -> _End:
         endpoint = self.inventory.endpoint(ip, port, t) or self.inventory.nodes.get(node) or \
-            Endpoint("node", node, node=node)
+            AddressOwner("node", node, node=node)
         return _End(endpoint, _end_values(endpoint, None, self.region), final=True)
 
     def _remote(self, ip: str, port: int | None, service_ip: str | None, t: float) -> _End:
@@ -164,7 +164,7 @@ class Enricher:
                                remote_ends[p % width].cloud, remote_ends[p % width].ip) for p in pairs.tolist()]
         return pa.array(names, pa.string()).take(pa.array(inverse.reshape(-1)))
 
-    def category(self, local: Endpoint | None, remote: Endpoint | None, cloud: CloudOwner | None,
+    def category(self, local: AddressOwner | None, remote: AddressOwner | None, cloud: CloudOwner | None,
                  remote_ip: str) -> str:
         if cloud is not None:
             if cloud.service in ("S3", "DYNAMODB"):
@@ -192,12 +192,12 @@ class Enricher:
                 for iface in report.node.interfaces]
         return pa.Table.from_pylist(rows, schema=NODE_SCHEMA)
 
-    def _observed(self, address: str) -> Endpoint | None:
+    def _observed(self, address: str) -> AddressOwner | None:
         """An address no inventory knows but an agent reports from: that agent's host."""
         node = self.observed.node_of(address)
         if node is None:
             return None
-        return self.inventory.nodes.get(node) or Endpoint("node", node, node=node)
+        return self.inventory.nodes.get(node) or AddressOwner("node", node, node=node)
 
 class _KeyCache:
     """Flow key (per reporting node) → its row of key and enrichment columns, for one version
@@ -262,14 +262,14 @@ class _KeyCache:
 class _End:
     """One distinct flow end of a report: who it is and its enrichment columns' values."""
 
-    endpoint: Endpoint | None
+    endpoint: AddressOwner | None
     values: dict[str, str | None]
     cloud: CloudOwner | None = None
     ip: str = ""
     final: bool = False  # the same for every report of the current inventory
 
 
-def _end_values(endpoint: Endpoint | None, cloud: CloudOwner | None, region: str) -> dict[str, str | None]:
+def _end_values(endpoint: AddressOwner | None, cloud: CloudOwner | None, region: str) -> dict[str, str | None]:
     values: dict[str, str | None] = dict.fromkeys(_END_FIELDS)
     if endpoint is not None:
         values.update({

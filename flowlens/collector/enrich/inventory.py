@@ -43,8 +43,9 @@ POD_TEMPLATE_HASH = re.compile(r"^(?P<deployment>.+)-[a-z0-9]{5,10}$")
 
 
 @dataclass(frozen=True, slots=True)
-class Endpoint:
-    """One end of a flow as Kubernetes knows it."""
+class AddressOwner:
+    """What Kubernetes says owns an address: a pod, a node or a Service ("" where unknown). The
+    enricher turns it into the flow's end (``model.queries.Endpoint``, the one Endpoint)."""
 
     kind: str  # pod | node | service
     name: str
@@ -61,7 +62,7 @@ class Endpoint:
 class _Holders:
     starts: list[float] = field(default_factory=list)
     ends: list[float] = field(default_factory=list)  # inf while held
-    endpoints: list[Endpoint] = field(default_factory=list)
+    endpoints: list[AddressOwner] = field(default_factory=list)
 
 
 INF = float("inf")
@@ -79,7 +80,7 @@ class AddressBook:
     def __init__(self) -> None:
         self._by_ip: dict[str, _Holders] = {}
 
-    def assign(self, ip: str, endpoint: Endpoint, since: float) -> None:
+    def assign(self, ip: str, endpoint: AddressOwner, since: float) -> None:
         holders = self._by_ip.setdefault(ip, _Holders())
         if holders.endpoints and holders.ends[-1] == INF:
             if holders.endpoints[-1] == endpoint:
@@ -89,13 +90,13 @@ class AddressBook:
         holders.ends.append(INF)
         holders.endpoints.append(endpoint)
 
-    def release(self, ip: str, until: float, endpoint: Endpoint | None = None) -> None:
+    def release(self, ip: str, until: float, endpoint: AddressOwner | None = None) -> None:
         """End the current tenure of ``ip`` (only if ``endpoint`` holds it, when given)."""
         holders = self._by_ip.get(ip)
         if holders and holders.ends and holders.ends[-1] == INF and endpoint in (None, holders.endpoints[-1]):
             holders.ends[-1] = max(until, holders.starts[-1])
 
-    def at(self, ip: str, t: float) -> Endpoint | None:
+    def at(self, ip: str, t: float) -> AddressOwner | None:
         holders = self._by_ip.get(ip)
         if holders is None:
             return None
@@ -107,7 +108,7 @@ class AddressBook:
             return holders.endpoints[i + 1]
         return holders.endpoints[i] if i >= 0 and t - holders.ends[i] < 1 else None
 
-    def current(self) -> dict[str, Endpoint]:
+    def current(self) -> dict[str, AddressOwner]:
         return {ip: h.endpoints[-1] for ip, h in self._by_ip.items() if h.ends and h.ends[-1] == INF}
 
     def prune(self, before: float) -> None:
@@ -156,28 +157,28 @@ class Inventory:
 
     def __init__(self) -> None:
         self.addresses = AddressBook()
-        self.nodes: dict[str, Endpoint] = {}  # replaced on change, never changed in place
+        self.nodes: dict[str, AddressOwner] = {}  # replaced on change, never changed in place
         self.node_by_ip: dict[str, str] = {}
-        self.services: dict[str, Endpoint] = {}  # cluster IP → service
+        self.services: dict[str, AddressOwner] = {}  # cluster IP → service
         self.backend_services: dict[str, set[str]] = {}  # pod IP → names of services it backs
         self.topology_aware: set[tuple[str, str]] = set()  # (namespace, service) with topology-aware routing
-        self.host_ports: dict[tuple[str, int], Endpoint] = {}
+        self.host_ports: dict[tuple[str, int], AddressOwner] = {}
         self.lock = threading.RLock()  # readers hold it for a consistent view; writers to apply a change
-        self._pods: dict[str, tuple[str, Endpoint]] = {}  # uid → (ip, endpoint) last assigned
+        self._pods: dict[str, tuple[str, AddressOwner]] = {}  # uid → (ip, endpoint) last assigned
         self.version = 0
         self._changes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=MAX_CHANGES)
         # Writers' state, under _writer only: the objects and what each gives the tables.
         self._writer = threading.Lock()
         self._objects: dict[str, dict[str, _Object]] = {kind: {} for kind in KINDS}
         self._next_seq = 0
-        self._node_entries = _Ranked()  # node name → Endpoint
+        self._node_entries = _Ranked()  # node name → AddressOwner
         self._node_ips = _Ranked()  # address → node name
         self._owner_entries = _Ranked()  # (namespace, ReplicaSet or Job) → (workload, kind)
         self._owners: dict[tuple[str, str], tuple[str, str]] = {}
-        self._service_ips = _Ranked()  # cluster IP → Endpoint
+        self._service_ips = _Ranked()  # cluster IP → AddressOwner
         self._topology: dict[tuple[str, str], int] = {}  # (namespace, name) → Services saying so
         self._backends: dict[str, dict[str, int]] = {}  # address → service → slices listing it
-        self._host_entries = _Ranked()  # (ip, port) → Endpoint
+        self._host_entries = _Ranked()  # (ip, port) → AddressOwner
         self._applied: dict[str, _PodState] = {}  # pods with an address, not finished
         self._claims: dict[str, dict[str, int]] = {}  # address → {pod key: seq} of pods off the host network
         self._by_node: dict[Any, set[str]] = {}  # spec.nodeName → applied pods
@@ -282,7 +283,7 @@ class Inventory:
             else:
                 self._owners[key] = owner
             retabled |= self._by_owner.get(key, set())
-        claims_before: dict[str, list[tuple[str, Endpoint]]] = {}
+        claims_before: dict[str, list[tuple[str, AddressOwner]]] = {}
         for key in pods | retabled:
             self._resolve(key, nodes, claims_before, key in retabled)
         releases = []
@@ -386,8 +387,8 @@ class Inventory:
                         del self._backends[address]
                     self._backends_touched.add(address)
 
-    def _resolve(self, key: str, nodes: dict[str, Endpoint], claims_before: dict[str, list[tuple[str, Endpoint]]],
-                 retabled: bool) -> None:
+    def _resolve(self, key: str, nodes: dict[str, AddressOwner],
+                 claims_before: dict[str, list[tuple[str, AddressOwner]]], retabled: bool) -> None:
         """Bring what pod ``key`` gives the tables up to date with its object, its node and its owner."""
         old = self._applied.get(key)
         obj = self._objects["Pod"].get(key)
@@ -428,7 +429,7 @@ class Inventory:
             if facts.owner is not None:
                 self._by_owner.setdefault(facts.owner, set()).add(key)
 
-    def _claim_list(self, ip: str) -> list[tuple[str, Endpoint]]:
+    def _claim_list(self, ip: str) -> list[tuple[str, AddressOwner]]:
         """The pods claiming ``ip``, in the order a rebuild assigns it to them."""
         claims = self._claims.get(ip)
         if not claims:
@@ -436,7 +437,7 @@ class Inventory:
         return [(key, self._applied[key].endpoint) for key in sorted(claims, key=claims.__getitem__)]
 
     # -- lookups ----------------------------------------------------------------------------
-    def endpoint(self, ip: str, port: int | None, t: float) -> Endpoint | None:
+    def endpoint(self, ip: str, port: int | None, t: float) -> AddressOwner | None:
         """Who had ``ip`` at ``t``: a pod (with the service it backs), a Service, a node, or None."""
         pod = self.addresses.at(ip, t)
         if pod is not None:
@@ -484,7 +485,7 @@ class _PodFacts:
 class _PodState:
     seq: int
     facts: _PodFacts
-    endpoint: Endpoint
+    endpoint: AddressOwner
 
 
 class _Ranked:
@@ -560,11 +561,11 @@ def _update(table: dict[Any, Any], changes: dict[Any, Any]) -> None:
 
 
 def _pod_endpoint(facts: _PodFacts, owners: dict[tuple[str, str], tuple[str, str]],
-                  nodes: dict[str, Endpoint]) -> Endpoint:
+                  nodes: dict[str, AddressOwner]) -> AddressOwner:
     meta = facts.pod.get("metadata", {})
     workload, kind = workload_of(facts.pod, owners)
-    node = nodes.get(facts.node, Endpoint("node", facts.node))
-    return Endpoint("pod", meta.get("name", ""), meta.get("namespace", ""), workload, kind, "",
+    node = nodes.get(facts.node, AddressOwner("node", facts.node))
+    return AddressOwner("pod", meta.get("name", ""), meta.get("namespace", ""), workload, kind, "",
                     node.name, node.zone, node.instance_type)
 
 
@@ -593,9 +594,9 @@ def _pod_facts(pod: dict[str, Any]) -> _PodFacts | None:
     return facts
 
 
-def _node_facts(node: dict[str, Any]) -> tuple[str, Endpoint, tuple[str, ...]]:
+def _node_facts(node: dict[str, Any]) -> tuple[str, AddressOwner, tuple[str, ...]]:
     meta, labels = node.get("metadata", {}), node.get("metadata", {}).get("labels", {})
-    endpoint = Endpoint("node", meta.get("name", ""), node=meta.get("name", ""),
+    endpoint = AddressOwner("node", meta.get("name", ""), node=meta.get("name", ""),
                         zone=labels.get("topology.kubernetes.io/zone", ""),
                         instance_type=labels.get("node.kubernetes.io/instance-type", ""))
     ips = tuple(address["address"] for address in node.get("status", {}).get("addresses", [])
@@ -612,7 +613,7 @@ def _owner_facts(obj: dict[str, Any]) -> tuple[tuple[str, str], tuple[str, str] 
     return key, ((owners[0]["name"], owners[0]["kind"]) if owners else None)
 
 
-def _service_facts(svc: dict[str, Any]) -> tuple[tuple[str, str], bool, tuple[str, ...], Endpoint]:
+def _service_facts(svc: dict[str, Any]) -> tuple[tuple[str, str], bool, tuple[str, ...], AddressOwner]:
     meta, spec = svc.get("metadata", {}), svc.get("spec", {})
     annotations = meta.get("annotations") or {}
     topology_aware = (annotations.get("service.kubernetes.io/topology-mode", "").lower() == "auto"
@@ -621,7 +622,7 @@ def _service_facts(svc: dict[str, Any]) -> tuple[tuple[str, str], bool, tuple[st
     name = (meta.get("namespace", ""), meta.get("name", ""))
     ips = tuple(ip for ip in spec.get("clusterIPs") or [spec.get("clusterIP")] if ip and ip != "None")
     hash((name, ips))
-    return name, topology_aware, ips, Endpoint("service", meta.get("name", ""), meta.get("namespace", ""),
+    return name, topology_aware, ips, AddressOwner("service", meta.get("name", ""), meta.get("namespace", ""),
                                                service=meta.get("name", ""))
 
 
