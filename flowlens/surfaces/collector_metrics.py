@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -74,6 +75,17 @@ class CollectorMetrics(PromCollector):
                                       "Times the inventory changed since start.")
         inventory.add_metric([], self.collector.inventory.version)
         yield inventory
+        objects = GaugeMetricFamily("flowlens_collector_inventory_objects",
+                                    "Kubernetes objects the inventory keeps, by kind.", labels=["kind"])
+        for kind, count in self.collector.inventory.counts().items():
+            objects.add_metric([kind], count)
+        yield objects
+        changed = self.collector.inventory.changed_at
+        age = GaugeMetricFamily("flowlens_collector_inventory_age_seconds",
+                                "Seconds since the inventory last changed (absent until it has).")
+        if changed is not None:
+            age.add_metric([], max(0.0, time.time() - changed))
+        yield age
 
     def _store_bytes(self) -> int:
         path = self.collector.config.store

@@ -57,5 +57,8 @@ def test_counters_move_when_reports_arrive_are_refused_or_a_rule_fails(files, mo
         assert after[("flowlens_collector_ingest_seconds_count", ())] == 2
         assert after[("flowlens_collector_rule_failures_total", (("rule", "cross-zone traffic"),))] == 1
         assert after[("flowlens_collector_store_bytes", ())] > 0
+        assert after[("flowlens_collector_inventory_objects", (("kind", "Pod"),))] == 1
+        assert after[("flowlens_collector_inventory_objects", (("kind", "Node"),))] == 1
+        assert 0 <= after[("flowlens_collector_inventory_age_seconds", ())] < 600
     finally:
         collector.stop()

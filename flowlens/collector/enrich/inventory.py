@@ -34,6 +34,7 @@ from __future__ import annotations
 import bisect
 import re
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -166,6 +167,7 @@ class Inventory:
         self.lock = threading.RLock()  # readers hold it for a consistent view; writers to apply a change
         self._pods: dict[str, tuple[str, AddressOwner]] = {}  # uid → (ip, endpoint) last assigned
         self.version = 0
+        self.changed_at: float | None = None  # wall time of the last change (None: never)
         self._changes: deque[tuple[int, frozenset[str] | None]] = deque(maxlen=MAX_CHANGES)
         # Writers' state, under _writer only: the objects and what each gives the tables.
         self._writer = threading.Lock()
@@ -343,8 +345,13 @@ class Inventory:
             if topology_changed:
                 self.topology_aware = topology
             self.version += 1
+            self.changed_at = time.time()
             self._changes.append((self.version, changed))
         return True
+
+    def counts(self) -> dict[str, int]:
+        """Objects kept, by kind (Node, ReplicaSet, Job, Service, EndpointSlice, Pod)."""
+        return {kind: len(objects) for kind, objects in self._objects.items()}
 
     def _record(self, change: _Change, pods: set[str], gone: list[str]) -> None:
         """Store the change and take what the old object gave out of the tables, and put the new one's in
