@@ -71,8 +71,8 @@ def in_namespace(ns: str, fn: Callable[[], T]) -> T:
 
 def start_services(region: str) -> None:
     python = processes.PYTHON
-    processes.start("aws-services", [python, "-m", "moto.server", "-H", "0.0.0.0", "-p", str(AWS_PORT)],
-                    netns=network.AWS_NS, env=aws_env(region))
+    processes.start("aws-services", [python, "-m", "flowlens_lab.regional_services", "--port", str(AWS_PORT)],
+                    netns=network.AWS_NS, env={**aws_env(region), "MOTO_PORT": str(AWS_PORT)})
     wait_http(network.AWS_NS, f"{ENDPOINT}/moto-api/", "the S3/SNS/SQS server")
 
 

@@ -95,8 +95,12 @@ def _sync_loss(spec: LabSpec, state: dict[str, Any], faults: list[dict[str, Any]
         elif location == "remote":
             address = SERVICE_IPS[fault["target"]]
             rules[network.AWS_NS] += [f"-A FLL-LOSS -d {address} {drop}", f"-A FLL-LOSS -s {address} {drop}"]
+    present = set(network.lab_namespaces())
     for ns, lines in rules.items():
-        _load_chain(ns, lines)
+        if ns in present:
+            _load_chain(ns, lines)
+        elif lines:  # a smaller lab (no AWS side): the fault has nowhere to go
+            raise LabError(f"this lab has no namespace {ns} for the fault: run the full lab (`flowlens lab up`)")
 
 
 def _load_chain(ns: str, lines: list[str]) -> None:
