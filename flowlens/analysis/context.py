@@ -18,7 +18,7 @@ from flowlens.collector.enrich.inventory import Inventory
 from flowlens.collector.events import EventLog
 from flowlens.collector.store import FlowStore
 from flowlens.model.bandwidth import BandwidthTable, default_table
-from flowlens.model.queries import FlowFilter, FlowRow, TopBy, View
+from flowlens.model.queries import PER_FLOW, FlowFilter, FlowRow, TopBy, View
 from flowlens.model.vocabulary import Category
 
 MAX_ROWS = 20_000  # flows read per query, the lossiest first
@@ -42,8 +42,7 @@ class Context:
     cost_per_gb_each_way: float = 0.01
     notes: list[str] = field(default_factory=list)
     failures: Counter[str] = field(default_factory=Counter)  # rules that raised, by name
-    _rows: dict[tuple[float, float, str | None], list[FlowRow]] = field(default_factory=dict)
-    _grouped: dict[tuple[frozenset[str], float, float, str | None], list[FlowRow]] = field(default_factory=dict)
+    _rows: dict[tuple[frozenset[str], float, float, str | None], list[FlowRow]] = field(default_factory=dict)
 
     @property
     def window(self) -> tuple[float, float]:
@@ -56,28 +55,30 @@ class Context:
 
     def rows_between(self, start: float, end: float, view: View | None = None) -> list[FlowRow]:
         """Flows of [start, end) of a view (all by default), without flowlens's own."""
-        key = (start, end, view)
-        if key not in self._rows:
-            rows = self.store.flow_table(self.filter(start, end), view, TopBy.RETRANSMISSIONS, MAX_ROWS)
-            if len(rows) == MAX_ROWS:
-                self.notes.append(f"more than {MAX_ROWS} flows between {start:.0f} and {end:.0f}: the "
-                                  f"{MAX_ROWS} with the most losses were read")
-            self._rows[key] = [row for row in rows if row.category != Category.FLOWLENS]
-        return self._rows[key]
+        return self._read(PER_FLOW, start, end, view, TopBy.RETRANSMISSIONS, MAX_ROWS,
+                          f"more than {MAX_ROWS} flows between {start:.0f} and {end:.0f}: the {MAX_ROWS} "
+                          "with the most losses were read")
 
     def grouped(self, keep: frozenset[str], start: float | None = None, end: float | None = None,
                 view: View | None = None) -> list[FlowRow]:
         """Every flow of [start, end) (the window by default), summed by the ``keep`` fields of
         each end: totals over all the data, whatever the number of flows."""
         start, end = self.start if start is None else start, self.end if end is None else end
+        return self._read(keep, start, end, view, TopBy.BYTES, MAX_GROUPS,
+                          f"more than {MAX_GROUPS} groups of flows by {', '.join(sorted(keep))}: the "
+                          f"{MAX_GROUPS} with the most bytes were read")
+
+    def _read(self, keep: frozenset[str], start: float, end: float, view: View | None, by: TopBy, cap: int,
+              capped: str) -> list[FlowRow]:
+        """One flow-table query, cached for the diagnosis, without flowlens's own flows; ``capped``
+        goes in the notes when the answer hit its cap."""
         key = (keep, start, end, view)
-        if key not in self._grouped:
-            rows = self.store.flow_table(self.filter(start, end), view, TopBy.BYTES, MAX_GROUPS, keep)
-            if len(rows) == MAX_GROUPS:
-                self.notes.append(f"more than {MAX_GROUPS} groups of flows by {', '.join(sorted(keep))}: the "
-                                  f"{MAX_GROUPS} with the most bytes were read")
-            self._grouped[key] = [row for row in rows if row.category != Category.FLOWLENS]
-        return self._grouped[key]
+        if key not in self._rows:
+            rows = self.store.flow_table(self.filter(start, end), view, by, cap, keep)
+            if len(rows) == cap:
+                self.notes.append(capped)
+            self._rows[key] = [row for row in rows if row.category != Category.FLOWLENS]
+        return self._rows[key]
 
     def buckets(self) -> list[tuple[float, float]]:
         """The window cut in buckets: its last minute in BUCKET_SECONDS ones (a fault that just

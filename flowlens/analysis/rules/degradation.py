@@ -84,11 +84,9 @@ def evaluate(ctx: Context, explained_nodes: set[str], blocked: set[tuple[str, st
     findings = [_finding(ctx, cause, detected) for cause in causes]
     broken = {p for f in findings if f.kind == "network_degradation" and f.evidence["independent"]
               for p in f.where["paths"]}
-    totals: dict[str, list[FlowRow]] = {}
-    for row in ctx.grouped(PATH_FIELDS):
-        if path := path_of(row):
-            totals.setdefault(path, []).append(row)
-    health = [PathHealth(p, int(p in broken), _path_evidence(ctx, p, totals[p], detected)) for p in sorted(totals)]
+    totals, flows = _by_path(ctx.grouped(PATH_FIELDS)), _by_path(ctx.all_rows)
+    health = [PathHealth(p, int(p in broken), _path_evidence(p, totals[p], flows.get(p, []), detected))
+              for p in sorted(totals)]
     return health, findings
 
 
@@ -102,10 +100,17 @@ def _explained(row: FlowRow, nodes: set[str], blocked: set[tuple[str, str]]) -> 
                for name in (row.server.workload, row.server.service) if name)
 
 
-def _path_evidence(ctx: Context, path: str, totals: list[FlowRow], detected: Detected) -> dict:
+def _by_path(rows: list[FlowRow]) -> dict[str, list[FlowRow]]:
+    out: dict[str, list[FlowRow]] = {}
+    for row in rows:
+        if path := path_of(row):
+            out.setdefault(path, []).append(row)
+    return out
+
+
+def _path_evidence(path: str, totals: list[FlowRow], flows: list[FlowRow], detected: Detected) -> dict:
     """The path's numbers over every flow (``totals``: its rows grouped by PATH_FIELDS); its
-    flows and degraded flows counted among the flows read one by one."""
-    flows = [row for row in ctx.all_rows if path_of(row) == path]
+    flows and degraded flows counted among the flows read one by one (``flows``)."""
     return {**_numbers(totals, detected.usual_rtt.get(path)), "flows": len(flows),
             "degraded_flows": sum(key(r) in detected.rows for r in flows)}
 
