@@ -8,7 +8,6 @@ otherwise. 1.20 serves EndpointSlices as v1beta1 only, so the source's EndpointS
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,22 +17,12 @@ from pathlib import Path
 import pytest
 
 from flowlens.collector.enrich.inventory import AddressOwner, Inventory
-from tests.k8s.apiserver import ApiServer, apiserver_binary, etcd_binary, running_apiserver
-
-ZONE = "topology.kubernetes.io/zone"
-INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+from tests.k8s.apiserver import INSTANCE_TYPE, ZONE, ApiServer, apiserver_for_tests
 
 
 @pytest.fixture(scope="module")
 def apiserver() -> Iterator[ApiServer]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the kube-apiserver cache is root's, mode 0700)")
-    binary = apiserver_binary()
-    if binary is None:
-        pytest.skip("no kube-apiserver 1.20.2: run scripts/kube-apiserver.sh (or set FLOWLENS_KUBE_APISERVER)")
-    if etcd_binary() is None:
-        pytest.skip("no etcd: run scripts/kube-apiserver.sh (installs etcd-server)")
-    with running_apiserver(binary) as server:
+    with apiserver_for_tests() as server:
         yield server
         server.stop(grace_s=0)  # the source's watches stay open until then: no use waiting for them
 

@@ -494,3 +494,23 @@ def running_apiserver(
         if etcd_proc is not None:
             etcd_proc.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+ZONE = "topology.kubernetes.io/zone"
+INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+
+
+@contextlib.contextmanager
+def apiserver_for_tests() -> Iterator[ApiServer]:
+    """A running apiserver for a test module, or the module skipped with how to get one."""
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the kube-apiserver cache is root's, mode 0700)")
+    binary = apiserver_binary()
+    if binary is None:
+        pytest.skip("no kube-apiserver 1.20.2: run scripts/kube-apiserver.sh (or set FLOWLENS_KUBE_APISERVER)")
+    if etcd_binary() is None:
+        pytest.skip("no etcd: run scripts/kube-apiserver.sh (installs etcd-server)")
+    with running_apiserver(binary) as server:
+        yield server

@@ -6,7 +6,6 @@ Needs root and the binary built by ``scripts/kube-apiserver.sh`` (or ``FLOWLENS_
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -18,22 +17,12 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from tests.k8s.apiserver import ApiServer, apiserver_binary, etcd_binary, running_apiserver
-
-ZONE = "topology.kubernetes.io/zone"
-INSTANCE_TYPE = "node.kubernetes.io/instance-type"
+from tests.k8s.apiserver import INSTANCE_TYPE, ZONE, ApiServer, apiserver_for_tests
 
 
 @pytest.fixture(scope="module")
 def apiserver() -> Iterator[ApiServer]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (the kube-apiserver cache is root's, mode 0700)")
-    binary = apiserver_binary()
-    if binary is None:
-        pytest.skip("no kube-apiserver 1.20.2: run scripts/kube-apiserver.sh (or set FLOWLENS_KUBE_APISERVER)")
-    if etcd_binary() is None:
-        pytest.skip("no etcd: run scripts/kube-apiserver.sh (installs etcd-server)")
-    with running_apiserver(binary) as server:
+    with apiserver_for_tests() as server:
         yield server
 
 
