@@ -56,10 +56,12 @@ def add_node(pool: str, zone_name: str, instance_type: str, agent_command: Calla
         node = {"name": f"ip-{ip.replace('.', '-')}.ec2.internal", "id": node_id, "ns": node_ns(node_id),
                 "zone": zone.name, "zone_index": zone.index, "index": index, "ip": ip, "pool": pool,
                 "instance_type": instance_type, "instance_id": "i-" + hashlib.sha1(node_id.encode()).hexdigest()[:17],
-                "created": _now(), "pod_seq": 0}
+                "created": _now(), "pod_seq": 0, "building": True}
         state["nodes"][node["name"]] = node
     network.build_node(node["ns"], zone, index, NODE_TYPES[instance_type].mbit)
     install_hooks(node["ns"])
+    with lab_state.locked() as state:  # from now on every sync reaches it (its own one below first)
+        state["nodes"][node["name"]]["building"] = False
     processes.start(f"agent-{node_id}", agent_command(node), netns=node["ns"])
     sync()
     return node
@@ -186,7 +188,10 @@ def sync() -> None:
         services, blocks = service_rules(state), block_rules(state)
         topology_aware = bool(state["spec"].get("topology_aware"))
         for node in state["nodes"].values():
-            apply(node["ns"], services, blocks, node["zone"], topology_aware)
+            # A node still being built (its namespace may not exist yet) gets its rules from the
+            # sync that ends its creation; another process's sync must not trip over it.
+            if not node.get("building"):
+                apply(node["ns"], services, blocks, node["zone"], topology_aware)
         state["seq"]["version"] = state["seq"].get("version", 0) + 1
         inventory.write(state)
 

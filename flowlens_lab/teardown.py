@@ -24,11 +24,13 @@ def pids_in(ns: str) -> list[int]:
 
 def down(progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     state = lab_state.read()
-    recorded = [p["pid"] for p in state["processes"]]
-    namespaces = sorted(set(state["namespaces"]) | set(network.lab_namespaces()))
-    # The controller first, so it stops creating pods while the rest goes.
+    # The controller first, so it stops creating nodes and pods while the rest goes; the
+    # namespaces are listed after it stopped, so one it was creating is not left behind.
     controller = [p["pid"] for p in state["processes"] if p["name"] == "controller"]
     processes.stop_pids(controller, grace=3)
+    state = lab_state.read()
+    recorded = [p["pid"] for p in state["processes"]]
+    namespaces = sorted(set(state["namespaces"]) | set(network.lab_namespaces()))
     in_namespaces = [pid for ns in namespaces for pid in pids_in(ns)]
     progress(f"stopping {len(set(recorded) | set(in_namespaces))} processes")
     processes.stop_pids(sorted(set(recorded) | set(in_namespaces)), grace=5)
