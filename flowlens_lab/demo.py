@@ -111,17 +111,25 @@ class Demo:
         wait_for(lambda: model_loads_since(begin, self.first_pods), 240, "a model load on the new nodes")
         wait_for(lambda: {p["zone"] for p in runtime_pods()} >= {self.spec.ui_zone}, 120,
                  "a runtime pod in the UI's zone")
-        settle = time.time()
-        time.sleep(4 * self.spec.agent_interval_s + 2)  # client-ui traffic on the new routing
+        # Connections opened before the switch keep their backend until they close: wait until
+        # two intervals of client-ui traffic have gone by on the new routing alone.
+        recent = 2 * self.spec.agent_interval_s + 1
+        wait_for(lambda: _ui_categories(cluster_flows(recent)) == ["INTRA_AZ"], 120,
+                 "client-ui traffic to stay in its zone")
+        settle = time.time() - recent
         new_loads = model_loads_since(begin, self.first_pods)
         # From the new pods' first weight download on: the state the fix produced.
         since = time.time() - min(e["start"] for e in new_loads) + 1
         loads = [round(e["seconds"], 1) for e in new_loads]
-        flows = cluster_flows(time.time() - settle)
-        ui = [f for f in flows if (f["client"].get("namespace"), f["server"].get("workload")) == ("ui", "sdruntime")]
-        categories = sorted({f["category"] for f in ui})
+        categories = _ui_categories(cluster_flows(time.time() - settle))
         self.report("after: g5.4xlarge, topology-aware routing", findings(since), since,
                     {"model_load_seconds": loads, "ui_to_sdruntime_categories_now": categories})
+
+
+def _ui_categories(flows: list[dict[str, Any]]) -> list[str]:
+    """The categories of client-ui's flows to the runtime."""
+    return sorted({f["category"] for f in flows
+                   if (f["client"].get("namespace"), f["server"].get("workload")) == ("ui", "sdruntime")})
 
 
 def run_demo(keep: bool, as_json: bool, weights_mib: int, agent_interval: float) -> int:
